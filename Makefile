@@ -1,0 +1,42 @@
+# Two entry points for a fresh machine (see README):
+#   make demo   set up .venv if needed, then run the main job
+#   make test   set up .venv if needed, then run lint and the test suite
+# Set-up is skipped when .venv is newer than pyproject.toml and constraints.txt.
+
+PYTHON ?= python3
+VENV   ?= .venv
+TORCH  ?= torch==2.13.0
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.vans-installed
+PYTEST_ARGS ?=
+
+export HF_HUB_OFFLINE := 1
+
+.PHONY: setup demo test test-all lint bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet $(TORCH)
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e ".[dev]"
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/vans demo --out outputs/demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests scripts benchmarks
+
+test: lint
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+test-all: lint
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_toyworld.py
+
+clean:
+	rm -rf $(VENV) outputs .pytest_cache .ruff_cache

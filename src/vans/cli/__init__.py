@@ -1,0 +1,1 @@
+"""The `vans` command line."""
