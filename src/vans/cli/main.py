@@ -7,6 +7,8 @@ import sys
 import typer
 from rich.console import Console
 
+from vans.cli.data import data_app
+from vans.cli.demo import demo
 from vans.errors import VansError
 
 app = typer.Typer(
@@ -14,14 +16,29 @@ app = typer.Typer(
     help="Video-as-Answer: predict the next event of a video and show it as a video.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    add_completion=False,
 )
+app.add_typer(data_app, name="data")
+app.command()(demo)
 err_console = Console(stderr=True)
 
 
-def main() -> None:
-    """Run the CLI, turning user errors into one message and a non-zero exit."""
+def run(argv: list[str] | None = None) -> int:
+    """Run the CLI on `argv` and return the exit code.
+
+    User errors (`VansError`) become one red line on stderr and exit code 2, never a
+    traceback; the tests call this directly instead of spawning a process.
+    """
     try:
-        app()
+        app(args=argv, prog_name="vans")
+    except SystemExit as exc:
+        code = exc.code
+        return code if isinstance(code, int) else (0 if code is None else 1)
     except VansError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False)
-        sys.exit(2)
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        return 2
+    return 0
+
+
+def main() -> None:
+    sys.exit(run(sys.argv[1:]))

@@ -1,19 +1,59 @@
 """Video I/O with PyAV (no torchvision): read, sample, resize/crop, write MP4 and GIF.
 
 Frames are always uint8 tensors of shape (T, H, W, 3) in RGB.
+
+Sampling rules of `read_video` (all times in seconds, taken from the decoded frames'
+presentation timestamps, so variable-frame-rate files are handled):
+
+* The window keeps the frames whose timestamp t satisfies start <= t < end. It starts at
+  the first kept frame (t_first) and ends at t_end = min(end, last kept frame's timestamp
+  + its duration); without `end` that is the end of the video.
+* No `fps` / `num_frames`: every frame in the window, at the native frame rate (the
+  stream's average rate, or an estimate from the timestamps if the stream has none).
+* `fps=r`: samples at t_k = t_first + k / r for k = 0, 1, ... while t_k < t_end, each
+  taking the last frame with timestamp <= t_k (nearest preceding, so frames repeat when
+  r exceeds the native rate). `Video.fps` is r.
+* `num_frames=N`: of the M frames in the window, those at indices
+  round(linspace(0, M - 1, N)). `Video.fps` is N / (t_end - t_first), i.e. N over the
+  window duration (M / native fps for a constant-rate file), so the clip plays in the
+  same wall-clock time as the original.
+
+A file that stops decoding early (decoder error, or the decodable frames end before the
+duration the container declares, which is what a truncated MP4 with its index at the
+front looks like) raises `VideoError` rather than returning a silently shortened clip.
 """
 
 from __future__ import annotations
 
+import math
+import os
+import uuid
+from bisect import bisect_right
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
+import av
+import numpy as np
 import torch
+import torch.nn.functional as F
+from PIL import Image
 
 from vans.errors import VansError
 
 PROTOCOL_SIZE: tuple[int, int] = (352, 640)
 """(height, width) every method outputs in the VANS evaluation protocol."""
+
+# Tolerance (seconds) for comparing frame timestamps with requested times, so float
+# round-off never moves a frame that sits exactly on a boundary to the other side.
+_EPS = 1e-6
+# Frames per interpolate call: bounds float32 memory to ~100 MB at protocol size.
+_RESIZE_CHUNK = 32
+_MP4_OPTIONS = {"crf": "18", "preset": "fast"}
+# Errors PyAV raises for unreadable/corrupt input; av.FFmpegError is not an OSError.
+_AV_ERRORS = (av.FFmpegError, OSError, UnicodeDecodeError)
 
 
 class VideoError(VansError):
@@ -42,16 +82,263 @@ def read_video(
     num_frames: int | None = None,
     size: tuple[int, int] | None = None,
 ) -> Video:
-    raise NotImplementedError
+    """Decode the video stream of `path`, optionally windowed, resampled and resized.
+
+    See the module docstring for the exact sampling rules. `size=(H, W)` applies
+    `resize_center_crop`. Raises `VideoError` for anything wrong with the file or the
+    window, `ValueError` for contradictory arguments (both `fps` and `num_frames`).
+    """
+    path = Path(path)
+    if fps is not None and num_frames is not None:
+        raise ValueError("fps and num_frames are mutually exclusive; pass at most one")
+    if fps is not None and not (math.isfinite(fps) and fps > 0):
+        raise ValueError(f"fps must be a positive number, got {fps}")
+    if num_frames is not None and num_frames < 1:
+        raise ValueError(f"num_frames must be >= 1, got {num_frames}")
+    lo = 0.0 if start is None else float(start)
+    hi = math.inf if end is None else float(end)
+    if lo < 0:
+        raise VideoError(path, f"invalid window: start must be >= 0, got {lo}")
+    if hi <= lo:
+        raise VideoError(path, f"invalid window: end ({hi}) must be greater than start ({lo})")
+
+    times, decoded, native_fps, t_end = _decode_window(path, lo, hi)
+    window = "the video" if start is None and end is None else _describe_window(lo, hi)
+    t_first = times[0]
+    if fps is not None:
+        count = 0
+        while t_first + count / fps < t_end - _EPS:
+            count += 1
+        indices = [bisect_right(times, t_first + k / fps + _EPS) - 1 for k in range(count)]
+        out_fps = float(fps)
+    elif num_frames is not None:
+        if len(times) < num_frames:
+            raise VideoError(
+                path, f"{window} has only {len(times)} frames but {num_frames} were requested"
+            )
+        indices = np.rint(np.linspace(0, len(times) - 1, num_frames)).astype(int).tolist()
+        out_fps = num_frames / (t_end - t_first)
+    else:
+        indices = list(range(len(times)))
+        out_fps = native_fps
+
+    # Decoded frames stay in compact YUV until here; only the selected ones become RGB.
+    rgb: dict[int, torch.Tensor] = {}
+    for i in indices:
+        if i not in rgb:
+            rgb[i] = torch.from_numpy(decoded[i].to_ndarray(format="rgb24"))
+    frames = torch.stack([rgb[i] for i in indices])
+    if size is not None:
+        frames = resize_center_crop(frames, size)
+    return Video(frames=frames, fps=out_fps)
+
+
+def _decode_window(
+    path: Path, lo: float, hi: float
+) -> tuple[list[float], list[av.VideoFrame], float, float]:
+    """Timestamps and frames in [lo, hi), the native fps, and the window end time."""
+    if not path.exists():
+        raise VideoError(path, "file not found")
+    if path.is_dir():
+        raise VideoError(path, "is a directory, not a video file")
+    if path.stat().st_size == 0:
+        raise VideoError(path, "file is empty (0 bytes)")
+    try:
+        container = av.open(str(path), metadata_errors="replace")
+    except _AV_ERRORS as exc:
+        raise VideoError(
+            path, f"cannot be opened as a video (unrecognised format, or corrupt/truncated): {exc}"
+        ) from exc
+    with container:
+        if not container.streams.video:
+            raise VideoError(path, "has no video stream")
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        rate = stream.average_rate or stream.guessed_rate
+        tb = stream.time_base
+        # Only the video stream's own duration can reveal truncation: the container's
+        # may include a longer audio track.
+        stream_end = None
+        if stream.duration is not None and tb is not None:
+            stream_end = float((stream.duration + (stream.start_time or 0)) * tb)
+        container_end = None if container.duration is None else container.duration / av.time_base
+
+        times: list[float] = []
+        decoded: list[av.VideoFrame] = []
+        last_t = last_dur = None
+        reached_eof = True
+        n_decoded = 0
+        try:
+            # Raw elementary streams declare no duration and carry no timestamps to seek
+            # by; for them we decode from the beginning.
+            if lo > 0 and (stream_end or container_end) and tb is not None:
+                container.seek(int(lo / tb), stream=stream, backward=True)
+            for frame in container.decode(stream):
+                n_decoded += 1
+                if frame.time is not None:
+                    t = frame.time
+                elif rate:
+                    t = 0.0 if last_t is None else last_t + 1 / float(rate)
+                else:
+                    raise VideoError(path, "frames have no timestamps and no frame rate")
+                if t >= hi - _EPS:
+                    reached_eof = False
+                    break
+                last_t = t
+                last_dur = float(frame.duration * tb) if frame.duration and tb else None
+                if t >= lo - _EPS:
+                    times.append(t)
+                    decoded.append(frame)
+        except _AV_ERRORS as exc:
+            raise VideoError(
+                path, f"corrupt or truncated: decoding failed after {n_decoded} frames: {exc}"
+            ) from exc
+
+    if n_decoded == 0 and lo == 0:
+        raise VideoError(path, "contains no decodable video frames")
+    if not times:
+        length = stream_end or container_end or last_t or 0.0
+        raise VideoError(
+            path, f"{_describe_window(lo, hi)} is empty; the video is {length:.3f} s long"
+        )
+    if rate:
+        native_fps = float(rate)
+    elif len(times) > 1:
+        native_fps = (len(times) - 1) / (times[-1] - times[0])
+    else:
+        raise VideoError(path, "cannot determine the frame rate of a single-frame video")
+    if last_dur is None:
+        last_dur = 1 / native_fps
+    decoded_end = times[-1] + last_dur
+    if reached_eof and stream_end is not None and stream_end - decoded_end > last_dur:
+        raise VideoError(
+            path,
+            f"corrupt or truncated: frames end at {decoded_end:.3f} s "
+            f"but the video stream declares {stream_end:.3f} s",
+        )
+    return times, decoded, native_fps, min(hi, decoded_end)
+
+
+def _describe_window(lo: float, hi: float) -> str:
+    return f"the window [{lo:g} s, {'end' if math.isinf(hi) else f'{hi:g} s'})"
 
 
 def resize_center_crop(frames: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    raise NotImplementedError
+    """Scale (T, H, W, 3) uint8 frames to cover `size=(H, W)`, then center-crop to it.
+
+    The scale is max(H / h, W / w) so no padding is ever needed; resizing is bilinear
+    with antialiasing in float32. Frames already of that size are returned unchanged.
+    """
+    _check_frames(frames)
+    target_h, target_w = size
+    if target_h < 1 or target_w < 1:
+        raise ValueError(f"size must be positive (H, W), got {size}")
+    h, w = frames.shape[1:3]
+    if (h, w) == (target_h, target_w):
+        return frames
+    scale = max(target_h / h, target_w / w)
+    # max() guards against round-off leaving the covering size one pixel short.
+    new_h, new_w = max(target_h, round(h * scale)), max(target_w, round(w * scale))
+    if (new_h, new_w) == (h, w):  # Only a crop is needed: keep pixels exact.
+        resized = frames
+    else:
+        chunks = []
+        for chunk in frames.split(_RESIZE_CHUNK):
+            x = chunk.permute(0, 3, 1, 2).float()
+            x = F.interpolate(
+                x, size=(new_h, new_w), mode="bilinear", antialias=True, align_corners=False
+            )
+            chunks.append(x.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1))
+        resized = torch.cat(chunks)
+    top, left = (new_h - target_h) // 2, (new_w - target_w) // 2
+    return resized[:, top : top + target_h, left : left + target_w].contiguous()
 
 
 def write_mp4(path: str | Path, frames: torch.Tensor, fps: float) -> Path:
-    raise NotImplementedError
+    """Write frames as H.264 (libx264, yuv420p, crf 18) MP4, atomically; returns the path.
+
+    yuv420p needs even dimensions, so odd sizes are cropped by one pixel at the
+    bottom/right. Fractional rates (e.g. 23.976) are stored as exact fractions.
+    """
+    path = Path(path)
+    _check_frames(frames)
+    _check_fps(fps)
+    frames = frames[:, : frames.shape[1] // 2 * 2, : frames.shape[2] // 2 * 2].contiguous()
+    if frames.shape[1] == 0 or frames.shape[2] == 0:
+        raise ValueError("frames must be at least 2x2 pixels for H.264 yuv420p")
+    rate = Fraction(fps).limit_denominator(1001)
+    with (
+        _atomic_output(path) as tmp,
+        av.open(str(tmp), "w", format="mp4", options={"movflags": "faststart"}) as out,
+    ):
+        stream = out.add_stream("libx264", rate=rate, options=_MP4_OPTIONS)
+        stream.height, stream.width = frames.shape[1:3]
+        stream.pix_fmt = "yuv420p"
+        for i, frame in enumerate(frames.numpy()):
+            video_frame = av.VideoFrame.from_ndarray(frame, format="rgb24")
+            video_frame.pts = i
+            video_frame.time_base = 1 / rate
+            out.mux(stream.encode(video_frame))
+        out.mux(stream.encode())
+    return path
 
 
 def write_gif(path: str | Path, frames: torch.Tensor, fps: float) -> Path:
-    raise NotImplementedError
+    """Write frames as a looping GIF with Pillow, atomically; returns the path.
+
+    GIF stores delays in 10 ms steps, so the frame delay is round(1000 / fps) ms as
+    Pillow rounds it, and colours are quantised to a 256-colour palette. Pillow merges
+    identical consecutive frames into one longer frame (playback is unchanged).
+    """
+    path = Path(path)
+    _check_frames(frames)
+    _check_fps(fps)
+    images = [Image.fromarray(frame) for frame in frames.numpy()]
+    with _atomic_output(path) as tmp:
+        images[0].save(
+            tmp,
+            format="GIF",
+            save_all=True,
+            append_images=images[1:],
+            duration=round(1000 / fps),
+            loop=0,
+        )
+    return path
+
+
+@contextmanager
+def _atomic_output(path: Path) -> Iterator[Path]:
+    """Yield a temp path beside `path`, moved over it only if the body succeeds.
+
+    Readers never see a half-written file, and a failed write leaves no debris.
+    """
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise VideoError(path, f"cannot write: {exc}") from exc
+    # A random name rather than mkstemp, so the writer creates the file with the
+    # usual umask-derived permissions instead of mkstemp's 0600.
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except _AV_ERRORS as exc:
+        raise VideoError(path, f"cannot write: {exc}") from exc
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _check_frames(frames: torch.Tensor) -> None:
+    if not isinstance(frames, torch.Tensor):
+        raise ValueError(f"frames must be a torch.Tensor, got {type(frames).__name__}")
+    if frames.dtype != torch.uint8:
+        raise ValueError(f"frames must be uint8, got {frames.dtype}")
+    if frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"frames must have shape (T, H, W, 3), got {tuple(frames.shape)}")
+    if min(frames.shape[:3]) < 1:
+        raise ValueError(f"frames must be non-empty, got shape {tuple(frames.shape)}")
+
+
+def _check_fps(fps: float) -> None:
+    if not (math.isfinite(fps) and fps > 0):
+        raise ValueError(f"fps must be a positive number, got {fps}")

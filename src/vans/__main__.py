@@ -1,0 +1,3 @@
+from vans.cli.main import main
+
+main()

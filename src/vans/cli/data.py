@@ -1,0 +1,124 @@
+"""`vans data ...`: data-set commands."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+from vans.data.manifest import load_manifest, validate_manifest
+from vans.data.preview import write_preview
+from vans.data.schema import TaskType
+from vans.data.toyworld import FAMILIES, ToyWorldConfig, write_toyworld
+from vans.errors import VansError
+
+data_app = typer.Typer(
+    help="Data sets: validate manifests, generate the toy world.", no_args_is_help=True
+)
+console = Console()
+err_console = Console(stderr=True)
+
+
+@data_app.command()
+def validate(
+    manifest: Annotated[Path, typer.Argument(help="JSON-lines manifest of VNEP samples.")],
+    check_files: Annotated[
+        bool,
+        typer.Option("--check-files/--no-check-files", help="Check that every video file exists."),
+    ] = True,
+) -> None:
+    """Check every row of a manifest and list all problems (exit code 1 if any)."""
+    report = validate_manifest(manifest, check_files=check_files)
+    error = report.error()
+    if error is not None:
+        # markup off: messages quote user data (paths, JSON) that may contain [brackets];
+        # soft_wrap keeps one problem per line whatever the terminal width.
+        err_console.print(str(error), markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
+    count = len(report.samples)
+    tasks = Counter(sample.task for sample in report.samples)
+    by_task = ", ".join(f"{tasks[task]} {task.value}" for task in TaskType)
+    console.print(
+        f"{manifest}: {count} sample{'s' * (count != 1)} OK ({by_task})",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """ "352x640" -> (352, 640)."""
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise VansError(f"--size must look like HxW (e.g. 64x64), got {text!r}") from None
+    return h, w
+
+
+def _split(text: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+@data_app.command()
+def toyworld(
+    out: Annotated[Path, typer.Option(help="Output directory (manifest.jsonl, videos/).")],
+    num: Annotated[int, typer.Option(help="Number of samples (manifest rows).")] = 100,
+    seed: Annotated[int, typer.Option(help="Random seed: same seed, same data.")] = 0,
+    size: Annotated[
+        str, typer.Option(help="Canvas HxW, square or landscape, up to 352x640.")
+    ] = "64x64",
+    fps: Annotated[float, typer.Option(help="Frame rate of the clips.")] = 8.0,
+    input_frames: Annotated[int, typer.Option(help="Frames per input clip.")] = 32,
+    target_frames: Annotated[int, typer.Option(help="Frames per target clip.")] = 17,
+    families: Annotated[
+        str, typer.Option(help=f"Comma-separated event families, from: {', '.join(FAMILIES)}.")
+    ] = ",".join(FAMILIES),
+    multi_future: Annotated[
+        float, typer.Option(help="Chance a scene also emits its hypothetical-question future.")
+    ] = 0.3,
+    held_out: Annotated[
+        str, typer.Option(help='Comma-separated colour-shape pairs, e.g. "red circle,blue square".')
+    ] = "",
+    held_out_mode: Annotated[
+        str, typer.Option(help="exclude: never use held-out pairs; only: answers always use one.")
+    ] = "exclude",
+) -> None:
+    """Generate a deterministic toy-world VNEP data set (no downloads, known ground truth)."""
+    config = ToyWorldConfig(
+        num=num,
+        seed=seed,
+        size=parse_size(size),
+        fps=fps,
+        input_frames=input_frames,
+        target_frames=target_frames,
+        families=_split(families),
+        multi_future=multi_future,
+        held_out=_split(held_out),
+        held_out_mode=held_out_mode,
+    )
+    progress = Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    )
+    with progress:
+        task = progress.add_task("toy world", total=num)
+        manifest = write_toyworld(config, out, on_sample=lambda _: progress.advance(task))
+    console.print(f"wrote {num} samples: {manifest}", markup=False, highlight=False, soft_wrap=True)
+
+
+@data_app.command()
+def preview(
+    manifest: Annotated[Path, typer.Argument(help="JSON-lines manifest of VNEP samples.")],
+    out: Annotated[Path, typer.Option(help="Output directory for grid.gif and index.html.")],
+    max_samples: Annotated[int, typer.Option(help="Samples to show.")] = 12,
+) -> None:
+    """Write an animated GIF grid (input then target) and an HTML page of a data set."""
+    page = write_preview(load_manifest(manifest), out, max_samples=max_samples)
+    console.print(f"preview: {page}", markup=False, highlight=False, soft_wrap=True)
