@@ -65,7 +65,7 @@ def test_every_family_and_both_tasks_appear_with_requested_shapes() -> None:
     assert {s.extra["family"] for s in samples} == set(FAMILIES)
     assert {s.task for s in samples} == {"procedural", "predictive"}
     for s in samples:
-        assert s.input_frames.shape == (32, 64, 64, 3) and s.input_frames.dtype == np.uint8
+        assert s.input_frames.shape == (33, 64, 64, 3) and s.input_frames.dtype == np.uint8
         assert s.target_frames.shape == (17, 64, 64, 3)
         assert s.question.strip() and s.answer.strip() and s.reasoning.strip()
 

@@ -20,6 +20,7 @@ data_app = typer.Typer(
     help="Data sets: validate manifests, generate the toy world.", no_args_is_help=True
 )
 console = Console()
+_TOY = ToyWorldConfig()  # CLI defaults come from the config's
 err_console = Console(stderr=True)
 
 
@@ -66,26 +67,28 @@ def _split(text: str) -> tuple[str, ...]:
 @data_app.command()
 def toyworld(
     out: Annotated[Path, typer.Option(help="Output directory (manifest.jsonl, videos/).")],
-    num: Annotated[int, typer.Option(help="Number of samples (manifest rows).")] = 100,
-    seed: Annotated[int, typer.Option(help="Random seed: same seed, same data.")] = 0,
+    num: Annotated[int, typer.Option(help="Number of samples (manifest rows).")] = _TOY.num,
+    seed: Annotated[int, typer.Option(help="Random seed: same seed, same data.")] = _TOY.seed,
     size: Annotated[
         str, typer.Option(help="Canvas HxW, square or landscape, up to 352x640.")
-    ] = "64x64",
-    fps: Annotated[float, typer.Option(help="Frame rate of the clips.")] = 8.0,
-    input_frames: Annotated[int, typer.Option(help="Frames per input clip.")] = 32,
-    target_frames: Annotated[int, typer.Option(help="Frames per target clip.")] = 17,
+    ] = "x".join(map(str, _TOY.size)),
+    fps: Annotated[float, typer.Option(help="Frame rate of the clips.")] = _TOY.fps,
+    input_frames: Annotated[int, typer.Option(help="Frames per input clip.")] = _TOY.input_frames,
+    target_frames: Annotated[
+        int, typer.Option(help="Frames per target clip.")
+    ] = _TOY.target_frames,
     families: Annotated[
         str, typer.Option(help=f"Comma-separated event families, from: {', '.join(FAMILIES)}.")
-    ] = ",".join(FAMILIES),
+    ] = ",".join(_TOY.families),
     multi_future: Annotated[
         float, typer.Option(help="Chance a scene also emits its hypothetical-question future.")
-    ] = 0.3,
+    ] = _TOY.multi_future,
     held_out: Annotated[
         str, typer.Option(help='Comma-separated colour-shape pairs, e.g. "red circle,blue square".')
-    ] = "",
+    ] = ",".join(_TOY.held_out),
     held_out_mode: Annotated[
         str, typer.Option(help="exclude: never use held-out pairs; only: answers always use one.")
-    ] = "exclude",
+    ] = _TOY.held_out_mode,
 ) -> None:
     """Generate a deterministic toy-world VNEP data set (no downloads, known ground truth)."""
     config = ToyWorldConfig(
@@ -117,7 +120,7 @@ def toyworld(
 def preview(
     manifest: Annotated[Path, typer.Argument(help="JSON-lines manifest of VNEP samples.")],
     out: Annotated[Path, typer.Option(help="Output directory for grid.gif and index.html.")],
-    max_samples: Annotated[int, typer.Option(help="Samples to show.")] = 12,
+    max_samples: Annotated[int, typer.Option(help="Samples to show.")] = _TOY.held_out_mode,
 ) -> None:
     """Write an animated GIF grid (input then target) and an HTML page of a data set."""
     page = write_preview(load_manifest(manifest), out, max_samples=max_samples)

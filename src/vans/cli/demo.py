@@ -17,7 +17,7 @@ from vans.data.manifest import load_manifest
 from vans.data.preview import write_preview
 from vans.data.toyworld import ToyWorldConfig, write_toyworld
 
-console = Console()
+console = Console(soft_wrap=True)  # long captions stay on one line: easy to copy and grep
 
 
 def demo(

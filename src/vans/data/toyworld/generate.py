@@ -58,8 +58,8 @@ class ToyWorldConfig:
     """Canvas (height, width): square or landscape, from 32x32 up to 352x640."""
     fps: float = 8.0
     """Frame rate of both clips."""
-    input_frames: int = 32
-    """Frames in the input clip (at least 2 s of video)."""
+    input_frames: int = 33
+    """Frames in the input clip (at least 2 s of video; 4k+1 suits the Wan VAE)."""
     target_frames: int = 17
     """Frames in the target clip (at least 1 s; 4k+1 suits the Wan VAE)."""
     families: tuple[str, ...] = tuple(FAMILIES)
