@@ -91,8 +91,8 @@ def read_video(
     path = Path(path)
     if fps is not None and num_frames is not None:
         raise ValueError("fps and num_frames are mutually exclusive; pass at most one")
-    if fps is not None and not (math.isfinite(fps) and fps > 0):
-        raise ValueError(f"fps must be a positive number, got {fps}")
+    if fps is not None:
+        _check_fps(fps)
     if num_frames is not None and num_frames < 1:
         raise ValueError(f"num_frames must be >= 1, got {num_frames}")
     lo = 0.0 if start is None else float(start)
