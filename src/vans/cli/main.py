@@ -9,6 +9,7 @@ from rich.console import Console
 
 from vans.cli.data import data_app
 from vans.cli.demo import demo
+from vans.cli.predict import init_tiny, predict
 from vans.errors import VansError
 
 app = typer.Typer(
@@ -20,6 +21,8 @@ app = typer.Typer(
 )
 app.add_typer(data_app, name="data")
 app.command()(demo)
+app.command("init-tiny")(init_tiny)
+app.command()(predict)
 err_console = Console(stderr=True)
 
 

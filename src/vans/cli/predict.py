@@ -1,0 +1,99 @@
+"""`vans init-tiny` and `vans predict`: make a checkpoint, answer questions with videos."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+from vans.data.video import write_mp4
+from vans.models.checkpoint import init_tiny as write_tiny_checkpoint
+from vans.models.pipeline import VANSPipeline, check_questions, load_input
+from vans.timing import Timings
+
+console = Console(soft_wrap=True)
+
+
+def init_tiny(
+    out: Annotated[Path, typer.Option(help="Checkpoint directory to write.")],
+    seed: Annotated[int, typer.Option(help="Seed of the random weights.")] = 0,
+) -> None:
+    """Write a tiny random VANS checkpoint (real Qwen2.5-VL + Wan2.1 classes, toy tokenizers)."""
+    with console.status("training tokenizers and building tiny models"):
+        path = write_tiny_checkpoint(out, seed=seed)
+    console.print(f"tiny checkpoint: {path}", markup=False, highlight=False)
+
+
+def predict(
+    checkpoint: Annotated[Path, typer.Option(help="VANS checkpoint directory.")],
+    question: Annotated[
+        list[str], typer.Option(help="A question; repeat for several futures of one video.")
+    ],
+    out: Annotated[Path, typer.Option(help="Output directory.")],
+    video: Annotated[Path | None, typer.Option(help="Input video.")] = None,
+    image: Annotated[
+        Path | None, typer.Option(help="Input image, treated as a static clip.")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed for sampling and noise.")] = 0,
+) -> None:
+    """Predict what happens next: reasoning, a caption and a video per question."""
+    questions = check_questions(question)
+    timings = Timings()
+    with timings.stage("load"):
+        pipe = VANSPipeline.from_checkpoint(checkpoint)
+    with timings.stage("decode"):
+        clip = load_input(pipe.settings, video=video, image=image)
+    progress = Progress(
+        "[progress.description]{task.description}",
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    )
+    with progress:
+        task = progress.add_task("denoising", total=pipe.settings.steps)
+        answers = pipe(
+            questions,
+            clip=clip,
+            seed=seed,
+            timings=timings,
+            progress=lambda done, total: progress.update(task, completed=done, total=total),
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    records = []
+    for i, (q, a) in enumerate(zip(questions, answers, strict=True), 1):
+        path = write_mp4(out / f"answer_{i}_{_slug(q)}.mp4", a.video, pipe.settings.output_fps)
+        records.append(
+            {
+                "question": q,
+                "think": a.think,
+                "caption": a.caption,
+                "well_formed": a.well_formed,
+                "video": path.name,
+            }
+        )
+        console.print(f"[bold]Q{i}[/] {q}", highlight=False)
+        console.print(f"  [Think] {a.think}", markup=False, highlight=False)
+        console.print(f"  [Ans] {a.caption}", markup=False, highlight=False)
+        console.print(f"  video: {path}", markup=False, highlight=False)
+    report = {
+        "checkpoint": str(checkpoint),
+        "input": str(video if video is not None else image),
+        "seed": seed,
+        "answers": records,
+        "settings": asdict(pipe.settings),
+        "timings_s": {k: round(v, 4) for k, v in timings.items()},
+    }
+    (out / "prediction.json").write_text(json.dumps(report, indent=2) + "\n")
+    stages = ", ".join(f"{k} {v:.2f}s" for k, v in timings.items())
+    console.print(f"timings: {stages}\nreport: {out / 'prediction.json'}", markup=False)
+
+
+def _slug(text: str, limit: int = 40) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:limit] or "question"

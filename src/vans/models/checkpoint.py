@@ -1,0 +1,155 @@
+"""The VANS checkpoint: one directory holding both models and the inference settings.
+
+    CHECKPOINT/
+      vans.yaml     VANSSettings (reference frames, fps, resolution, frames, steps, CFG, ...)
+      vlm/          Qwen2.5-VL, transformers `save_pretrained` (+ optional `lora/` adapter)
+      vdm/          Wan2.1, diffusers layout: transformer/ vae/ text_encoder/ tokenizer/ scheduler/
+
+Everything loads from local paths only; a hub id gets an error that says how to get the
+weights onto disk, at once, with no network retries.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from vans.models.errors import CheckpointError
+from vans.models.tiny import toy_corpus, train_reasoner_tokenizer, train_text_encoder_tokenizer
+from vans.models.vdm import Renderer
+from vans.models.vlm import Reasoner, SamplingConfig
+
+SETTINGS_FILE = "vans.yaml"
+
+
+@dataclass
+class VANSSettings:
+    """Inference settings stored in `vans.yaml` (paper defaults, SPEC §1)."""
+
+    num_reference_frames: int = 6
+    """Clean VAE latent frames of the input video prepended at every step (0: text-to-video)."""
+    vlm_fps: float = 1.0
+    """Frame rate at which the reasoner watches the input video."""
+    num_frames: int = 33
+    """Frames of the generated answer video (4k+1)."""
+    output_fps: float = 8.0
+    """Frame rate the answer video is written at: 33 frames span ~4 s, like the paper's
+    target clips (3.76 s on average)."""
+    height: int = 352
+    width: int = 640
+    steps: int = 50
+    """Denoising steps."""
+    guidance_scale: float = 5.0
+    """Classifier-free guidance scale."""
+    negative_prompt: str = ""
+    """Negative prompt for CFG (empty, as diffusers' WanPipeline defaults to)."""
+    reference_video_frames: int = 33
+    """Frames sampled uniformly from the input video for the VAE (4k+1); n latents are picked
+    from their encoding. Bounds the cost for long inputs."""
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    """How the reasoner samples its answer."""
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = SETTINGS_FILE) -> VANSSettings:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise CheckpointError(f"{source}: unknown settings {unknown}; known: {sorted(names)}")
+        data = dict(data)
+        if "sampling" in data:
+            known = {f.name for f in dataclasses.fields(SamplingConfig)}
+            bad = sorted(set(data["sampling"]) - known)
+            if bad:
+                raise CheckpointError(
+                    f"{source}: unknown sampling settings {bad}; known: {sorted(known)}"
+                )
+            data["sampling"] = SamplingConfig(**data["sampling"])
+        return cls(**data)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def save_checkpoint(
+    path: str | Path, reasoner: Reasoner, renderer: Renderer, settings: VANSSettings
+) -> Path:
+    """Write a checkpoint directory atomically (a temporary sibling, then a rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        reasoner.save_pretrained(tmp / "vlm")
+        renderer.save_pretrained(tmp / "vdm")
+        (tmp / SETTINGS_FILE).write_text(yaml.safe_dump(settings.to_dict(), sort_keys=False))
+        if path.exists():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return path
+
+
+def check_checkpoint_dir(path: str | Path) -> Path:
+    """Fail fast, with what to do, if `path` is not a VANS checkpoint directory."""
+    path = Path(path)
+    if not path.exists():
+        if len(str(path).split("/")) == 2 and not str(path).startswith((".", "/")):
+            raise CheckpointError(
+                f"{path}: no such directory. It looks like a hub id, but vans loads only local "
+                "directories (offline: HF_HUB_OFFLINE=1). Download the weights on a machine with "
+                "network access, then pass the directory (see README: real weights)."
+            )
+        raise CheckpointError(f"{path}: no such checkpoint directory")
+    if not path.is_dir():
+        raise CheckpointError(f"{path}: is a file; a VANS checkpoint is a directory")
+    missing = [p for p in (SETTINGS_FILE, "vlm", "vdm") if not (path / p).exists()]
+    if missing:
+        raise CheckpointError(
+            f"{path}: not a VANS checkpoint, missing {', '.join(missing)}. A checkpoint holds "
+            f"{SETTINGS_FILE}, vlm/ and vdm/ (create a tiny one with `vans init-tiny --out DIR`)."
+        )
+    return path
+
+
+def load_settings(path: str | Path) -> VANSSettings:
+    file = Path(path) / SETTINGS_FILE
+    try:
+        data = yaml.safe_load(file.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise CheckpointError(f"{file}: cannot read settings: {exc}") from exc
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{file}: settings must be a mapping, got {type(data).__name__}")
+    return VANSSettings.from_dict(data, str(file))
+
+
+def load_checkpoint(path: str | Path) -> tuple[Reasoner, Renderer, VANSSettings]:
+    """Load both models and the settings of a checkpoint directory."""
+    path = check_checkpoint_dir(path)
+    settings = load_settings(path)
+    lora = path / "vlm" / "lora"
+    reasoner = Reasoner.from_pretrained(path / "vlm", lora=lora if lora.exists() else None)
+    renderer = Renderer.from_pretrained(path / "vdm")
+    return reasoner, renderer, settings
+
+
+TINY_SETTINGS = VANSSettings(
+    num_frames=17, height=64, width=64, steps=8, sampling=SamplingConfig(max_new_tokens=48)
+)
+"""Settings of `vans init-tiny`: the paper's conditioning (6 reference latents, 1 fps, CFG 5)
+at a size a laptop CPU renders in seconds."""
+
+
+def init_tiny(path: str | Path, *, seed: int = 0) -> Path:
+    """Write a tiny, randomly initialised checkpoint of the real architectures, with
+    tokenizers trained on the toy world's language."""
+    corpus = toy_corpus()
+    reasoner = Reasoner.tiny(train_reasoner_tokenizer(corpus), seed=seed)
+    renderer = Renderer.tiny(train_text_encoder_tokenizer(corpus), seed=seed)
+    return save_checkpoint(path, reasoner, renderer, TINY_SETTINGS)

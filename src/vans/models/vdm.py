@@ -1,0 +1,640 @@
+"""The VANS renderer: Wan2.1 text-to-video, conditioned on VAE reference latents.
+
+The components are diffusers' and transformers' real Wan2.1 classes
+(`WanTransformer3DModel`, `AutoencoderKLWan`, `UMT5EncoderModel`, a fast umT5 tokenizer
+and a flow-matching scheduler), stored in the diffusers layout of
+`Wan-AI/Wan2.1-T2V-1.3B-Diffusers`.
+
+Conditioning on the input video (SPEC §1): the whole input video is VAE-encoded to T'
+latent frames, n of them (`floor(linspace(0, T'-1, n))`, n = 6 by default) are kept, and
+at every denoising step these clean latents are concatenated in front of the noisy
+latents along time. The transformer sees one timestep for all tokens, and its output for
+the reference frames is dropped. With n = 0 (or no video) the renderer is exactly
+diffusers' `WanPipeline` text-to-video: same prompt encoding, same initial noise for the
+same seed, same CFG, same scheduler steps, same decoding.
+
+`predict_velocity` is the one model call shared by the ODE sampler here and by the
+Flow-GRPO SDE sampler (see `vans.models.flow_matching`).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import regex
+import torch
+from diffusers import (
+    AutoencoderKLWan,
+    FlowMatchEulerDiscreteScheduler,
+    WanTransformer3DModel,
+)
+from diffusers.schedulers.scheduling_utils import SchedulerMixin
+from safetensors import SafetensorError
+from transformers import AutoTokenizer, UMT5Config, UMT5EncoderModel
+
+from vans.data.video import resize_center_crop
+from vans.models.errors import CheckpointError
+from vans.models.flow_matching import FlowStep, Schedule, scheduler_step, set_schedule
+from vans.timing import Timings, maybe_stage
+
+try:  # WanPipeline cleans prompts with ftfy when it is installed; so do we.
+    import ftfy
+except ImportError:  # pragma: no cover - depends on the environment
+    ftfy = None
+
+SUBFOLDERS = ("transformer", "vae", "text_encoder", "tokenizer", "scheduler")
+EXPECTED_LAYOUT = (
+    "expected a diffusers-format Wan2.1 directory with transformer/, vae/, text_encoder/, "
+    "tokenizer/, scheduler/ (the layout of Wan-AI/Wan2.1-T2V-1.3B-Diffusers; download it on a "
+    "machine with network access, or write one with Renderer.save_pretrained)"
+)
+
+WAN_NEGATIVE_PROMPT = (
+    "色调艳丽，过曝，静态，细节模糊不清，字幕，风格，作品，画作，画面，静止，整体发灰，最差质量，"
+    "低质量，JPEG压缩残留，丑陋的，残缺的，多余的手指，画得不好的手部，画得不好的脸部，畸形的，"
+    "毁容的，形态畸形的肢体，手指融合，静止不动的画面，杂乱的背景，三条腿，背景人很多，倒着走"
+)
+"""The negative prompt of the original Wan2.1 code (`sample_neg_prompt`). `render` defaults
+to the empty negative prompt, like diffusers' WanPipeline; pass this one to match Wan's
+own sampling script."""
+
+DEFAULT_NUM_REFERENCE = 6
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".safetensors.index.json", ".bin.index.json")
+
+
+def clean_prompt(text: str) -> str:
+    """WanPipeline's prompt cleaning: fix mojibake (ftfy, if installed), unescape HTML
+    twice, collapse whitespace."""
+    if ftfy is not None:
+        text = ftfy.fix_text(text)
+    text = html.unescape(html.unescape(text)).strip()
+    return regex.sub(r"\s+", " ", text).strip()
+
+
+def reference_indices(num_latent_frames: int, n: int) -> list[int]:
+    """`floor(linspace(0, T'-1, n))`, computed exactly with integers.
+
+    Indices repeat when n > T' (e.g. a single image, T' = 1, gives n copies of frame 0).
+    """
+    if n < 0:
+        raise ValueError(f"the number of reference frames must be >= 0, got {n}")
+    if num_latent_frames < 1:
+        raise ValueError(f"need at least one latent frame, got {num_latent_frames}")
+    if n == 1:
+        return [0]
+    return [i * (num_latent_frames - 1) // (n - 1) for i in range(n)]
+
+
+def video_to_uint8(video: torch.Tensor) -> torch.Tensor:
+    """Decoded video (B, 3, T, H, W) in [-1, 1] -> uint8 frames (B, T, H, W, 3)."""
+    pixels = ((video.float() + 1) / 2 * 255).round().clamp(0, 255).to(torch.uint8)
+    return pixels.permute(0, 2, 3, 4, 1).contiguous()
+
+
+class Renderer:
+    """Wan2.1 with VANS reference conditioning; see the module docstring."""
+
+    def __init__(
+        self,
+        transformer: WanTransformer3DModel,
+        vae: AutoencoderKLWan,
+        text_encoder: UMT5EncoderModel,
+        tokenizer: Any,
+        scheduler: SchedulerMixin,
+    ) -> None:
+        self.transformer = transformer
+        self.vae = vae
+        self.text_encoder = text_encoder
+        self.tokenizer = tokenizer
+        self.scheduler = scheduler
+        self._check_components()
+
+    def _check_components(self) -> None:
+        tcfg, vcfg = self.transformer.config, self.vae.config
+        z_dim = vcfg.z_dim
+        problems = []
+        if tcfg.in_channels != z_dim or tcfg.out_channels != z_dim:
+            problems.append(
+                f"transformer in/out channels ({tcfg.in_channels}/{tcfg.out_channels}) "
+                f"!= VAE z_dim ({z_dim})"
+            )
+        if len(vcfg.latents_mean) != z_dim or len(vcfg.latents_std) != z_dim:
+            problems.append(
+                f"VAE latents_mean/latents_std have {len(vcfg.latents_mean)}/"
+                f"{len(vcfg.latents_std)} entries, z_dim is {z_dim}"
+            )
+        if tcfg.text_dim != self.text_encoder.config.d_model:
+            problems.append(
+                f"transformer text_dim ({tcfg.text_dim}) != text encoder d_model "
+                f"({self.text_encoder.config.d_model})"
+            )
+        if self.tokenizer.pad_token_id is None:
+            problems.append("the tokenizer has no pad token")
+        if problems:
+            raise ValueError("Renderer components do not fit together: " + "; ".join(problems))
+
+    # ------------------------------------------------------------------ properties
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.transformer.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.transformer.parameters()).dtype
+
+    @property
+    def latent_channels(self) -> int:
+        return self.transformer.config.in_channels
+
+    @property
+    def temporal_scale(self) -> int:
+        return self.vae.config.scale_factor_temporal or 4
+
+    @property
+    def spatial_scale(self) -> int:
+        return self.vae.config.scale_factor_spatial or 8
+
+    def num_latent_frames(self, num_frames: int) -> int:
+        return (num_frames - 1) // self.temporal_scale + 1
+
+    def to(self, device: torch.device | str) -> Renderer:
+        for module in (self.transformer, self.vae, self.text_encoder):
+            module.to(device)
+        return self
+
+    # ------------------------------------------------------------------ construction
+
+    @classmethod
+    def tiny(cls, tokenizer: Any, *, seed: int = 0) -> Renderer:
+        """A tiny randomly initialised Wan2.1 (same classes as the real one), for tests.
+
+        The same seed gives the same weights; the global RNG is left untouched.
+        """
+        if tokenizer.pad_token_id is None or tokenizer.eos_token_id is None:
+            raise ValueError("the tokenizer needs pad and eos tokens (umT5 uses pad id 0)")
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            transformer = WanTransformer3DModel(
+                patch_size=(1, 2, 2),
+                num_attention_heads=2,
+                attention_head_dim=12,
+                in_channels=16,
+                out_channels=16,
+                text_dim=32,
+                freq_dim=256,
+                ffn_dim=32,
+                num_layers=2,
+                cross_attn_norm=True,
+                qk_norm="rms_norm_across_heads",
+                rope_max_seq_len=1024,
+            )
+            # z_dim 16 matches the 16-entry latents_mean/latents_std defaults.
+            vae = AutoencoderKLWan(
+                base_dim=3,
+                z_dim=16,
+                dim_mult=[1, 1, 1, 1],
+                num_res_blocks=1,
+                temperal_downsample=[False, True, True],
+            )
+            text_encoder = UMT5EncoderModel(
+                UMT5Config(
+                    vocab_size=len(tokenizer),
+                    d_model=32,
+                    d_kv=16,
+                    d_ff=64,
+                    num_layers=2,
+                    num_heads=2,
+                    relative_attention_num_buckets=8,
+                    pad_token_id=tokenizer.pad_token_id,
+                    eos_token_id=tokenizer.eos_token_id,
+                    decoder_start_token_id=tokenizer.pad_token_id,
+                )
+            )
+        for module in (transformer, vae, text_encoder):
+            module.eval()
+        return cls(
+            transformer, vae, text_encoder, tokenizer, FlowMatchEulerDiscreteScheduler(shift=5.0)
+        )
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path: str | Path,
+        *,
+        dtype: torch.dtype = torch.float32,
+        vae_dtype: torch.dtype = torch.float32,
+        device: torch.device | str = "cpu",
+    ) -> Renderer:
+        """Load a diffusers-format Wan2.1 directory from local files only.
+
+        `dtype` is used for the transformer and the text encoder; the VAE stays in
+        `vae_dtype` (float32, as Wan recommends). Raises `CheckpointError` when a part is
+        missing or does not load.
+        """
+        path = Path(path)
+        if not path.is_dir():
+            raise CheckpointError(f"{path}: no such directory; {EXPECTED_LAYOUT}")
+        missing = [name for name in SUBFOLDERS if not (path / name).is_dir()]
+        if missing:
+            raise CheckpointError(
+                f"{path}: missing {', '.join(s + '/' for s in missing)}; {EXPECTED_LAYOUT}"
+            )
+        for name in ("transformer", "vae", "text_encoder"):
+            _check_weights(path / name)
+        if not any((path / "tokenizer" / f).is_file() for f in ("tokenizer.json", "spiece.model")):
+            raise CheckpointError(
+                f"{path / 'tokenizer'}: no tokenizer.json or spiece.model; {EXPECTED_LAYOUT}"
+            )
+        scheduler_cls = _scheduler_class(path / "scheduler")
+
+        def load(part: str, loader: Callable[[], Any]) -> Any:
+            try:
+                return loader()
+            except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as exc:
+                raise CheckpointError(f"{path / part}: cannot load: {exc}") from exc
+
+        transformer = load(
+            "transformer",
+            lambda: WanTransformer3DModel.from_pretrained(
+                path / "transformer", torch_dtype=dtype, local_files_only=True
+            ),
+        )
+        vae = load(
+            "vae",
+            lambda: AutoencoderKLWan.from_pretrained(
+                path / "vae", torch_dtype=vae_dtype, local_files_only=True
+            ),
+        )
+        text_encoder = load(
+            "text_encoder",
+            lambda: UMT5EncoderModel.from_pretrained(
+                path / "text_encoder", dtype=dtype, local_files_only=True
+            ),
+        )
+        tokenizer = load(
+            "tokenizer",
+            lambda: AutoTokenizer.from_pretrained(path / "tokenizer", local_files_only=True),
+        )
+        scheduler = load(
+            "scheduler",
+            lambda: scheduler_cls.from_pretrained(path / "scheduler", local_files_only=True),
+        )
+        for module in (transformer, vae, text_encoder):
+            module.to(device).eval()
+        try:
+            return cls(transformer, vae, text_encoder, tokenizer, scheduler)
+        except ValueError as exc:
+            raise CheckpointError(f"{path}: {exc}") from exc
+
+    def save_pretrained(self, path: str | Path) -> Path:
+        """Write the diffusers layout (safetensors), loadable by `from_pretrained` and by
+        diffusers' `WanPipeline.from_pretrained` (a `model_index.json` is written too)."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        self.transformer.save_pretrained(path / "transformer", safe_serialization=True)
+        self.vae.save_pretrained(path / "vae", safe_serialization=True)
+        self.text_encoder.save_pretrained(path / "text_encoder")
+        self.tokenizer.save_pretrained(path / "tokenizer")
+        self.scheduler.save_pretrained(path / "scheduler")
+        index = {
+            "_class_name": "WanPipeline",
+            "scheduler": ["diffusers", type(self.scheduler).__name__],
+            "text_encoder": ["transformers", type(self.text_encoder).__name__],
+            "tokenizer": ["transformers", type(self.tokenizer).__name__],
+            "transformer": ["diffusers", type(self.transformer).__name__],
+            "vae": ["diffusers", type(self.vae).__name__],
+        }
+        (path / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
+        return path
+
+    # ------------------------------------------------------------------ encoders
+
+    @torch.no_grad()
+    def encode_prompts(
+        self, prompts: Sequence[str], max_sequence_length: int = 512
+    ) -> torch.Tensor:
+        """umT5 embeddings (B, max_sequence_length, D), as WanPipeline computes them: the
+        prompts are cleaned, padded (or truncated) to `max_sequence_length`, and every
+        position past a prompt's own length is zero. Returned in the transformer's dtype."""
+        prompts = [clean_prompt(p) for p in prompts]
+        tokens = self.tokenizer(
+            prompts,
+            padding="max_length",
+            max_length=max_sequence_length,
+            truncation=True,
+            add_special_tokens=True,
+            return_attention_mask=True,
+            return_tensors="pt",
+        )
+        encoder_device = next(self.text_encoder.parameters()).device
+        ids, mask = tokens.input_ids.to(encoder_device), tokens.attention_mask.to(encoder_device)
+        hidden = self.text_encoder(input_ids=ids, attention_mask=mask).last_hidden_state
+        lengths = mask.gt(0).sum(dim=1)
+        keep = torch.arange(hidden.shape[1], device=encoder_device)[None, :] < lengths[:, None]
+        hidden = torch.where(keep[..., None], hidden, torch.zeros_like(hidden))
+        return hidden.to(device=self.device, dtype=self.dtype)
+
+    def _latent_stats(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(latents_mean, 1 / latents_std), shaped to broadcast over (B, C, T, h, w).
+
+        Wan's pipelines multiply and divide by the *inverse* std; we do the same so the
+        float results are bit-identical.
+        """
+        cfg = self.vae.config
+        shape = (1, cfg.z_dim, 1, 1, 1)
+        mean = torch.tensor(cfg.latents_mean).view(shape).to(like.device, like.dtype)
+        inv_std = 1.0 / torch.tensor(cfg.latents_std).view(shape).to(like.device, like.dtype)
+        return mean, inv_std
+
+    @torch.no_grad()
+    def encode_video(self, frames: torch.Tensor) -> torch.Tensor:
+        """uint8 frames (T, H, W, 3) -> normalised latents (1, C, T', H/8, W/8), float32.
+
+        The VAE compresses time causally by 4: T' = (T-1)//4 + 1, and frames past
+        4(T'-1)+1 are not used. Latents are the posterior mode, normalised as
+        `(z - latents_mean) / latents_std` (the inverse of what WanPipeline does before
+        decoding), so they live in the same space as the denoised latents.
+        """
+        if frames.dtype != torch.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+            raise ValueError(
+                f"frames must be uint8 (T, H, W, 3), got {tuple(frames.shape)} {frames.dtype}"
+            )
+        t, h, w = frames.shape[:3]
+        if t < 1 or h % self.spatial_scale or w % self.spatial_scale:
+            raise ValueError(
+                f"frames must be non-empty with H and W multiples of {self.spatial_scale}, "
+                f"got {tuple(frames.shape)}"
+            )
+        frames = frames[: (t - 1) // self.temporal_scale * self.temporal_scale + 1]
+        vae_param = next(self.vae.parameters())
+        x = frames.to(vae_param.device).permute(3, 0, 1, 2).unsqueeze(0).float() / 255 * 2 - 1
+        z = self.vae.encode(x.to(vae_param.dtype)).latent_dist.mode().float()
+        mean, inv_std = self._latent_stats(z)
+        return (z - mean) * inv_std
+
+    @staticmethod
+    def reference_latents(latents: torch.Tensor, n: int) -> torch.Tensor | None:
+        """Latent frames `floor(linspace(0, T'-1, n))` of `latents` (1, C, T', h, w) ->
+        (1, C, n, h, w); None for n = 0."""
+        if n == 0:
+            return None
+        index = reference_indices(latents.shape[2], n)
+        return latents[:, :, index]
+
+    def prepare_reference(
+        self,
+        reference_frames: torch.Tensor | None,
+        num_reference: int,
+        height: int,
+        width: int,
+    ) -> torch.Tensor | None:
+        """Resize + center-crop the input video to (height, width), encode it once and
+        pick `num_reference` latent frames; None means plain text-to-video."""
+        if num_reference < 0:
+            raise ValueError(f"num_reference must be >= 0, got {num_reference}")
+        if reference_frames is None or num_reference == 0:
+            return None
+        frames = resize_center_crop(reference_frames, (height, width))
+        return self.reference_latents(self.encode_video(frames), num_reference)
+
+    @torch.no_grad()
+    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        """Denoised latents (B, C, T', h, w) -> video (B, 3, T, H, W) in [-1, 1], float32."""
+        vae_param = next(self.vae.parameters())
+        latents = latents.to(vae_param.device, vae_param.dtype)
+        mean, inv_std = self._latent_stats(latents)
+        video = self.vae.decode(latents / inv_std + mean, return_dict=False)[0]
+        return video.float()
+
+    # ------------------------------------------------------------------ sampling
+
+    def initial_noise(
+        self, batch_size: int, num_frames: int, height: int, width: int, seed: int
+    ) -> torch.Tensor:
+        """Float32 Gaussian latents (B, C, T', H/8, W/8) drawn from a CPU generator seeded
+        with `seed` (the noise WanPipeline draws for `torch.Generator().manual_seed(seed)`)."""
+        shape = (
+            batch_size,
+            self.latent_channels,
+            self.num_latent_frames(num_frames),
+            height // self.spatial_scale,
+            width // self.spatial_scale,
+        )
+        generator = torch.Generator("cpu").manual_seed(seed)
+        return torch.randn(shape, generator=generator, dtype=torch.float32).to(self.device)
+
+    def predict_velocity(
+        self,
+        latents: torch.Tensor,
+        t: torch.Tensor | float,
+        prompt_embeds: torch.Tensor,
+        negative_embeds: torch.Tensor | None,
+        guidance_scale: float,
+        reference: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """The guided velocity for noisy `latents` (B, C, T', h, w) at timestep `t`.
+
+        Clean `reference` latents (1 or B, C, n, h, w) are put in front of the noisy ones
+        along time, every token gets the same timestep, and the output for the reference
+        frames is dropped. With `guidance_scale > 1` this is
+        classifier-free guidance as in WanPipeline, `uncond + g * (cond - uncond)`, from two
+        transformer calls. Returns float32 (B, C, T', h, w); gradients flow if enabled.
+        """
+        batch = latents.shape[0]
+        hidden = latents
+        n_ref = 0
+        if reference is not None:
+            n_ref = reference.shape[2]
+            reference = reference.to(latents.device, latents.dtype).expand(batch, -1, -1, -1, -1)
+            hidden = torch.cat([reference, latents], dim=2)
+        hidden = hidden.to(self.dtype)
+        timestep = torch.as_tensor(t, device=latents.device).expand(batch)
+
+        def velocity(embeds: torch.Tensor) -> torch.Tensor:
+            embeds = embeds.to(latents.device, self.dtype).expand(batch, -1, -1)
+            out = self.transformer(
+                hidden_states=hidden,
+                timestep=timestep,
+                encoder_hidden_states=embeds,
+                return_dict=False,
+            )[0]
+            return out[:, :, n_ref:].float()
+
+        cond = velocity(prompt_embeds)
+        if guidance_scale <= 1.0:
+            return cond
+        if negative_embeds is None:
+            raise ValueError(f"guidance_scale {guidance_scale} > 1 needs negative_embeds")
+        uncond = velocity(negative_embeds)
+        return uncond + guidance_scale * (cond - uncond)
+
+    def denoise(
+        self,
+        latents: torch.Tensor,
+        prompt_embeds: torch.Tensor,
+        negative_embeds: torch.Tensor | None,
+        *,
+        steps: int,
+        guidance_scale: float,
+        reference: torch.Tensor | None = None,
+        step: FlowStep | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> torch.Tensor:
+        """Run the sampler from pure noise `latents` to clean latents.
+
+        Each step calls `predict_velocity` then `step` (default: the scheduler's own step;
+        see `vans.models.flow_matching` for others). `progress(done, total)` is called after
+        every step. Runs under the caller's grad mode.
+        """
+        schedule: Schedule = set_schedule(self.scheduler, steps, device=latents.device)
+        step = step or scheduler_step(self.scheduler)
+        total = len(schedule)
+        for i, t in enumerate(schedule.timesteps):
+            v = self.predict_velocity(
+                latents, t, prompt_embeds, negative_embeds, guidance_scale, reference
+            )
+            latents = step(latents, v, i, schedule)
+            if progress is not None:
+                progress(i + 1, total)
+        return latents
+
+    def _check_render_args(
+        self,
+        captions: Sequence[str],
+        num_reference: int,
+        num_frames: int,
+        height: int,
+        width: int,
+        steps: int,
+    ) -> None:
+        if isinstance(captions, str) or not isinstance(captions, Sequence) or not captions:
+            raise ValueError("captions must be a non-empty list of strings")
+        for c in captions:
+            # An empty caption is legitimate: it renders unconditionally (as WanPipeline does).
+            if not isinstance(c, str):
+                raise ValueError(f"every caption must be a string, got {c!r}")
+        if num_frames < 1 or (num_frames - 1) % self.temporal_scale:
+            raise ValueError(
+                f"num_frames must be {self.temporal_scale}k+1 (e.g. 33), got {num_frames}"
+            )
+        multiple = self.spatial_scale * self.transformer.config.patch_size[1]
+        if height < multiple or width < multiple or height % multiple or width % multiple:
+            raise ValueError(
+                f"height and width must be positive multiples of {multiple}, got {height}x{width}"
+            )
+        if num_reference < 0:
+            raise ValueError(f"num_reference must be >= 0, got {num_reference}")
+        if steps < 1:
+            raise ValueError(f"steps must be >= 1, got {steps}")
+
+    @torch.no_grad()
+    def generate_latents(
+        self,
+        captions: Sequence[str],
+        *,
+        reference_frames: torch.Tensor | None = None,
+        num_reference: int = DEFAULT_NUM_REFERENCE,
+        num_frames: int = 33,
+        height: int = 352,
+        width: int = 640,
+        steps: int = 50,
+        guidance_scale: float = 5.0,
+        negative_prompt: str = "",
+        seed: int = 0,
+        progress: Callable[[int, int], None] | None = None,
+        step: FlowStep | None = None,
+        timings: Timings | None = None,
+    ) -> torch.Tensor:
+        """`render` up to (and excluding) decoding: the clean latents (B, C, T', h, w).
+
+        All captions share one batch, one reference video (encoded once) and one noise
+        tensor drawn with `seed`. `timings` receives text_encode, vae_encode and denoise.
+        """
+        self._check_render_args(captions, num_reference, num_frames, height, width, steps)
+        with maybe_stage(timings, "text_encode"):
+            prompt_embeds = self.encode_prompts(captions)
+            negative_embeds = None
+            if guidance_scale > 1.0:
+                negative_embeds = self.encode_prompts([negative_prompt])
+        with maybe_stage(timings, "vae_encode"):
+            reference = self.prepare_reference(reference_frames, num_reference, height, width)
+        latents = self.initial_noise(len(captions), num_frames, height, width, seed)
+        with maybe_stage(timings, "denoise"):
+            return self.denoise(
+                latents,
+                prompt_embeds,
+                negative_embeds,
+                steps=steps,
+                guidance_scale=guidance_scale,
+                reference=reference,
+                step=step,
+                progress=progress,
+            )
+
+    def render(
+        self,
+        captions: Sequence[str],
+        *,
+        reference_frames: torch.Tensor | None = None,
+        num_reference: int = DEFAULT_NUM_REFERENCE,
+        num_frames: int = 33,
+        height: int = 352,
+        width: int = 640,
+        steps: int = 50,
+        guidance_scale: float = 5.0,
+        negative_prompt: str = "",
+        seed: int = 0,
+        progress: Callable[[int, int], None] | None = None,
+        timings: Timings | None = None,
+    ) -> torch.Tensor:
+        """Generate one video per caption: uint8 (B, num_frames, height, width, 3).
+
+        `reference_frames` (uint8 (T, H, W, 3), any size) is the input video; it is resized
+        and center-cropped to (height, width) and `num_reference` of its latent frames
+        condition every caption. None or `num_reference=0` gives plain text-to-video.
+        `timings` receives text_encode, vae_encode, denoise and vae_decode seconds.
+        """
+        latents = self.generate_latents(
+            captions,
+            reference_frames=reference_frames,
+            num_reference=num_reference,
+            num_frames=num_frames,
+            height=height,
+            width=width,
+            steps=steps,
+            guidance_scale=guidance_scale,
+            negative_prompt=negative_prompt,
+            seed=seed,
+            progress=progress,
+            timings=timings,
+        )
+        with maybe_stage(timings, "vae_decode"):
+            return video_to_uint8(self.decode_latents(latents))
+
+
+def _check_weights(folder: Path) -> None:
+    if not (folder / "config.json").is_file():
+        raise CheckpointError(f"{folder}: no config.json; {EXPECTED_LAYOUT}")
+    if not any(f.name.endswith(_WEIGHT_SUFFIXES) for f in folder.iterdir()):
+        raise CheckpointError(f"{folder}: no weights (*.safetensors or *.bin); {EXPECTED_LAYOUT}")
+
+
+def _scheduler_class(folder: Path) -> type[SchedulerMixin]:
+    import diffusers
+
+    config_file = folder / "scheduler_config.json"
+    try:
+        name = json.loads(config_file.read_text())["_class_name"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise CheckpointError(
+            f"{config_file}: cannot read the scheduler class ({exc}); {EXPECTED_LAYOUT}"
+        ) from exc
+    scheduler_cls = getattr(diffusers, name, None)
+    if not (isinstance(scheduler_cls, type) and issubclass(scheduler_cls, SchedulerMixin)):
+        raise CheckpointError(f"{config_file}: {name!r} is not a diffusers scheduler")
+    return scheduler_cls
