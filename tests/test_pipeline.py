@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,6 +20,7 @@ from vans.models.checkpoint import (
     TINY_SETTINGS,
     VANSSettings,
     load_checkpoint,
+    load_settings,
     save_checkpoint,
 )
 from vans.models.errors import CheckpointError
@@ -157,6 +159,23 @@ def test_cli_errors_are_clear(tiny_checkpoint, toy_video, tmp_path, capsys) -> N
         capsys,
     )
     assert "question 1 is empty" in err
+
+
+def test_paper_config_is_the_default_settings() -> None:
+    paper = load_settings(Path(__file__).resolve().parents[1] / "configs" / "paper")
+    assert paper == VANSSettings()
+    assert (paper.num_reference_frames, paper.vlm_fps, paper.num_frames) == (6, 1.0, 33)
+    assert (paper.height, paper.width, paper.steps, paper.guidance_scale) == (352, 640, 50, 5.0)
+
+
+def test_flow_shift_setting_reaches_the_scheduler(tiny_checkpoint) -> None:
+    renderer = load_checkpoint(tiny_checkpoint)[1]
+    sigmas_5 = renderer.scheduler.set_timesteps(4) or renderer.scheduler.sigmas.clone()
+    renderer.set_shift(1.0)
+    renderer.scheduler.set_timesteps(4)
+    # shift s maps sigma to s*sigma / (1 + (s-1)*sigma): a larger shift keeps more noise.
+    assert renderer.scheduler.config.shift == 1.0
+    assert (sigmas_5[1:-1] > renderer.scheduler.sigmas[1:-1]).all()
 
 
 def test_settings_reject_unknown_keys(tmp_path) -> None:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import sys
+
+# Weights and tokenizers load from local paths only; never wait on a hub.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import typer
 from rich.console import Console

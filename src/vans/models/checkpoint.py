@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 
 from vans.models.errors import CheckpointError
@@ -48,6 +49,8 @@ class VANSSettings:
     """Denoising steps."""
     guidance_scale: float = 5.0
     """Classifier-free guidance scale."""
+    flow_shift: float = 5.0
+    """Timestep shift of the flow-matching schedule, applied to the checkpoint's scheduler."""
     negative_prompt: str = ""
     """Negative prompt for CFG (empty, as diffusers' WanPipeline defaults to)."""
     reference_video_frames: int = 33
@@ -129,13 +132,26 @@ def load_settings(path: str | Path) -> VANSSettings:
     return VANSSettings.from_dict(data, str(file))
 
 
-def load_checkpoint(path: str | Path) -> tuple[Reasoner, Renderer, VANSSettings]:
-    """Load both models and the settings of a checkpoint directory."""
+def load_checkpoint(
+    path: str | Path, *, device: str = "cpu", dtype: torch.dtype = torch.float32
+) -> tuple[Reasoner, Renderer, VANSSettings]:
+    """Load both models and the settings of a checkpoint directory.
+
+    `dtype` applies to the reasoner, the DiT and the text encoder (bfloat16 on a GPU); the
+    VAE stays float32. The reasoner's fps comes from `vans.yaml`, the one place it is set.
+    """
     path = check_checkpoint_dir(path)
     settings = load_settings(path)
     lora = path / "vlm" / "lora"
-    reasoner = Reasoner.from_pretrained(path / "vlm", lora=lora if lora.exists() else None)
-    renderer = Renderer.from_pretrained(path / "vdm")
+    reasoner = Reasoner.from_pretrained(
+        path / "vlm",
+        lora=lora if lora.exists() else None,
+        dtype=dtype,
+        device=device,
+        fps=settings.vlm_fps,
+    )
+    renderer = Renderer.from_pretrained(path / "vdm", dtype=dtype, device=device)
+    renderer.set_shift(settings.flow_shift)
     return reasoner, renderer, settings
 
 

@@ -99,8 +99,10 @@ class VANSPipeline:
         self.settings = settings
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path) -> VANSPipeline:
-        return cls(*load_checkpoint(path))
+    def from_checkpoint(
+        cls, path: str | Path, *, device: str = "cpu", dtype: torch.dtype = torch.float32
+    ) -> VANSPipeline:
+        return cls(*load_checkpoint(path, device=device, dtype=dtype))
 
     def __call__(
         self,

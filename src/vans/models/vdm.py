@@ -159,6 +159,12 @@ class Renderer:
     def spatial_scale(self) -> int:
         return self.vae.config.scale_factor_spatial or 8
 
+    def set_shift(self, shift: float) -> None:
+        """Sample with timestep shift `shift` whatever the checkpoint's scheduler says (the
+        Wan2.1-1.3B diffusers repo ships 3.0; VANS uses 5.0)."""
+        key = "flow_shift" if "flow_shift" in self.scheduler.config else "shift"
+        self.scheduler = type(self.scheduler).from_config(self.scheduler.config, **{key: shift})
+
     def num_latent_frames(self, num_frames: int) -> int:
         return (num_frames - 1) // self.temporal_scale + 1
 
