@@ -8,7 +8,7 @@ import re
 
 import pytest
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import Tokenizer, models, pre_tokenizers, trainers
 from transformers import GenerationConfig, PreTrainedTokenizerFast
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import (
@@ -17,6 +17,7 @@ from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import (
 
 from vans.models.errors import CheckpointError
 from vans.models.prompting import SYSTEM_PROMPT, VIDEO_PAD, ParsedOutput, build_prompt
+from vans.models.tiny import train_reasoner_tokenizer
 from vans.models.video_processing import (
     CLIP_STD,
     VIDEO_MAX_PIXELS,
@@ -27,17 +28,6 @@ from vans.models.video_processing import (
     smart_resize,
 )
 from vans.models.vlm import Reasoner, SamplingConfig
-
-QWEN_SPECIAL_TOKENS = [
-    "<|endoftext|>",
-    "<|im_start|>",
-    "<|im_end|>",
-    "<|vision_start|>",
-    "<|vision_end|>",
-    "<|vision_pad|>",
-    "<|image_pad|>",
-    "<|video_pad|>",
-]
 
 # Qwen2.5-VL-Instruct's chat template (chat_template.json of the released checkpoints), the
 # reference `build_prompt` must reproduce.
@@ -71,21 +61,7 @@ CORPUS = [
 
 def build_test_tokenizer(vocab_size: int = 300) -> PreTrainedTokenizerFast:
     """A byte-level BPE with Qwen's special tokens, trained on a few sentences."""
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=QWEN_SPECIAL_TOKENS,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-    )
-    tok.train_from_iterator(CORPUS, trainer)
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        eos_token="<|im_end|>",
-        pad_token="<|endoftext|>",
-        additional_special_tokens=QWEN_SPECIAL_TOKENS[1:],
-    )
+    return train_reasoner_tokenizer(CORPUS, vocab_size=vocab_size)
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,8 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
+from vans.cli.progress import progress_bar
 from vans.data.manifest import load_manifest, validate_manifest
 from vans.data.preview import write_preview
 from vans.data.schema import TaskType
@@ -103,13 +103,7 @@ def toyworld(
         held_out=_split(held_out),
         held_out_mode=held_out_mode,
     )
-    progress = Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-    )
+    progress = progress_bar(console)
     with progress:
         task = progress.add_task("toy world", total=num)
         manifest = write_toyworld(config, out, on_sample=lambda _: progress.advance(task))

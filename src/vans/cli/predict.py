@@ -11,8 +11,8 @@ from typing import Annotated
 import torch
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
+from vans.cli.progress import progress_bar
 from vans.data.video import write_mp4
 from vans.errors import VansError
 from vans.timing import Timings
@@ -70,13 +70,7 @@ def predict(
         pipe = VANSPipeline.from_checkpoint(checkpoint, device=device, dtype=_dtype(dtype))
     with timings.stage("decode"):
         clip = load_input(pipe.settings, video=video, image=image)
-    progress = Progress(
-        "[progress.description]{task.description}",
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-    )
+    progress = progress_bar(console)
     with progress:
         task = progress.add_task("denoising", total=pipe.settings.steps)
         answers = pipe(
