@@ -37,6 +37,7 @@ test-all: lint
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_toyworld.py
+	$(BIN)/python benchmarks/predict_latency.py
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache .ruff_cache

@@ -65,6 +65,7 @@ def train_reasoner_tokenizer(
         vocab_size=vocab_size,
         special_tokens=list(QWEN_SPECIAL_TOKENS),
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
     )
     tok.train_from_iterator(texts, trainer)
     return PreTrainedTokenizerFast(
@@ -84,7 +85,10 @@ def train_text_encoder_tokenizer(
     tok.pre_tokenizer = pre_tokenizers.Metaspace()
     tok.decoder = decoders.Metaspace()
     trainer = trainers.UnigramTrainer(
-        vocab_size=vocab_size, special_tokens=list(T5_SPECIAL_TOKENS), unk_token="<unk>"
+        vocab_size=vocab_size,
+        special_tokens=list(T5_SPECIAL_TOKENS),
+        unk_token="<unk>",
+        show_progress=False,
     )
     tok.train_from_iterator(texts, trainer)
     eos = tok.token_to_id("</s>")
