@@ -54,34 +54,18 @@ import diffusers
 import torch
 import transformers
 from diffusers import (
-    AutoencoderKLWan,
-    FlowMatchEulerDiscreteScheduler,
     WanPipeline,
-    WanTransformer3DModel,
 )
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 from transformers import (
-    GenerationConfig,
     LogitsProcessor,
     LogitsProcessorList,
-    Qwen2_5_VLConfig,
-    Qwen2_5_VLForConditionalGeneration,
-    UMT5Config,
-    UMT5EncoderModel,
 )
 
 from vans.data.manifest import load_manifest
 from vans.data.toyworld import ToyWorldConfig, write_toyworld
 from vans.data.video import read_video
 from vans.models.checkpoint import VANSSettings, init_tiny, load_checkpoint
-from vans.models.prompting import (
-    END_OF_TEXT,
-    IM_END,
-    IMAGE_PAD,
-    VIDEO_PAD,
-    VISION_END,
-    VISION_START,
-)
 from vans.models.vdm import Renderer
 from vans.models.vlm import Reasoner, SamplingConfig
 from vans.timing import Timings
@@ -185,94 +169,48 @@ def tiny_config(tmp: Path) -> Config:
 def bench_reasoner(tokenizer: Any) -> Reasoner:
     """Qwen2.5-VL with a 512-wide, 4-layer language model and a 4-block vision tower,
     watching frames at the Reasoner's default pixel budget."""
-    tok_id = tokenizer.convert_tokens_to_ids
-    config = Qwen2_5_VLConfig(
-        text_config={
-            "vocab_size": len(tokenizer),
+    return Reasoner.random(
+        tokenizer,
+        text={
             "hidden_size": 512,
             "intermediate_size": 1536,
             "num_hidden_layers": 4,
             "num_attention_heads": 8,  # head_dim 64
-            "num_key_value_heads": 2,
             "max_position_embeddings": 8192,
             "rope_scaling": {"type": "mrope", "mrope_section": [8, 12, 12]},
-            "bos_token_id": tok_id(END_OF_TEXT),
-            "eos_token_id": tok_id(IM_END),
-            "pad_token_id": tok_id(END_OF_TEXT),
         },
-        vision_config={
+        vision={
             "depth": 4,
             "hidden_size": 256,
             "intermediate_size": 768,
             "num_heads": 4,
             "out_hidden_size": 512,
-            "patch_size": 14,
-            "temporal_patch_size": 2,
-            "spatial_merge_size": 2,
             "window_size": 112,
             "fullatt_block_indexes": [1, 3],
-            "tokens_per_second": 2,
         },
-        image_token_id=tok_id(IMAGE_PAD),
-        video_token_id=tok_id(VIDEO_PAD),
-        vision_start_token_id=tok_id(VISION_START),
-        vision_end_token_id=tok_id(VISION_END),
     )
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        model = Qwen2_5_VLForConditionalGeneration(config).eval()
-    model.generation_config = GenerationConfig(
-        bos_token_id=tok_id(END_OF_TEXT),
-        eos_token_id=[tok_id(IM_END), tok_id(END_OF_TEXT)],
-        pad_token_id=tok_id(END_OF_TEXT),
-    )
-    return Reasoner(model, tokenizer)
 
 
 def bench_renderer(tokenizer: Any) -> Renderer:
     """Wan2.1 with a 6-layer, 512-wide DiT (8 heads of 64), a 512-wide umT5 and a VAE a
     little wider than the tiny one."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        transformer = WanTransformer3DModel(
-            patch_size=(1, 2, 2),
-            num_attention_heads=8,
-            attention_head_dim=64,
-            in_channels=16,
-            out_channels=16,
-            text_dim=512,
-            freq_dim=256,
-            ffn_dim=2048,
-            num_layers=6,
-            cross_attn_norm=True,
-            qk_norm="rms_norm_across_heads",
-            rope_max_seq_len=1024,
-        )
-        vae = AutoencoderKLWan(
-            base_dim=8,
-            z_dim=16,
-            dim_mult=[1, 2, 2, 2],
-            num_res_blocks=1,
-            temperal_downsample=[False, True, True],
-        )
-        text_encoder = UMT5EncoderModel(
-            UMT5Config(
-                vocab_size=len(tokenizer),
-                d_model=512,
-                d_kv=64,
-                d_ff=1024,
-                num_layers=2,
-                num_heads=8,
-                relative_attention_num_buckets=32,
-                pad_token_id=tokenizer.pad_token_id,
-                eos_token_id=tokenizer.eos_token_id,
-                decoder_start_token_id=tokenizer.pad_token_id,
-            )
-        )
-    for module in (transformer, vae, text_encoder):
-        module.eval()
-    scheduler = FlowMatchEulerDiscreteScheduler(shift=5.0)
-    return Renderer(transformer, vae, text_encoder, tokenizer, scheduler)
+    return Renderer.random(
+        tokenizer,
+        transformer={
+            "num_attention_heads": 8,
+            "attention_head_dim": 64,
+            "ffn_dim": 2048,
+            "num_layers": 6,
+        },
+        vae={"base_dim": 8, "dim_mult": [1, 2, 2, 2]},
+        text_encoder={
+            "d_model": 512,
+            "d_kv": 64,
+            "d_ff": 1024,
+            "num_heads": 8,
+            "relative_attention_num_buckets": 32,
+        },
+    )
 
 
 def bench_config(tiny: Config) -> Config:

@@ -95,6 +95,41 @@ def video_to_uint8(video: torch.Tensor) -> torch.Tensor:
     return pixels.permute(0, 2, 3, 4, 1).contiguous()
 
 
+TINY_TRANSFORMER: dict[str, Any] = {
+    "patch_size": (1, 2, 2),
+    "num_attention_heads": 2,
+    "attention_head_dim": 12,
+    "in_channels": 16,
+    "out_channels": 16,
+    "freq_dim": 256,
+    "ffn_dim": 32,
+    "num_layers": 2,
+    "cross_attn_norm": True,
+    "qk_norm": "rms_norm_across_heads",
+    "rope_max_seq_len": 1024,
+}
+"""DiT sizes of `Renderer.tiny` (its `text_dim` is the text encoder's `d_model`)."""
+
+TINY_VAE: dict[str, Any] = {
+    "base_dim": 3,
+    "z_dim": 16,  # matches the 16-entry latents_mean / latents_std defaults
+    "dim_mult": [1, 1, 1, 1],
+    "num_res_blocks": 1,
+    "temperal_downsample": [False, True, True],
+}
+"""VAE sizes of `Renderer.tiny`."""
+
+TINY_TEXT_ENCODER: dict[str, Any] = {
+    "d_model": 32,
+    "d_kv": 16,
+    "d_ff": 64,
+    "num_layers": 2,
+    "num_heads": 2,
+    "relative_attention_num_buckets": 8,
+}
+"""umT5 encoder sizes of `Renderer.tiny`."""
+
+
 class Renderer:
     """Wan2.1 with VANS reference conditioning; see the module docstring."""
 
@@ -177,55 +212,45 @@ class Renderer:
 
     @classmethod
     def tiny(cls, tokenizer: Any, *, seed: int = 0) -> Renderer:
-        """A tiny randomly initialised Wan2.1 (same classes as the real one), for tests.
+        """A tiny randomly initialised Wan2.1 (same classes as the real one), for tests."""
+        return cls.random(tokenizer, seed=seed)
 
-        The same seed gives the same weights; the global RNG is left untouched.
+    @classmethod
+    def random(
+        cls,
+        tokenizer: Any,
+        *,
+        transformer: dict[str, Any] | None = None,
+        vae: dict[str, Any] | None = None,
+        text_encoder: dict[str, Any] | None = None,
+        seed: int = 0,
+    ) -> Renderer:
+        """A randomly initialised Wan2.1 whose sizes are `TINY_TRANSFORMER`, `TINY_VAE` and
+        `TINY_TEXT_ENCODER` updated with the given dicts (the DiT's `text_dim` follows the
+        text encoder's `d_model`). The same seed gives the same weights; the global RNG is
+        left untouched.
         """
         if tokenizer.pad_token_id is None or tokenizer.eos_token_id is None:
             raise ValueError("the tokenizer needs pad and eos tokens (umT5 uses pad id 0)")
+        t5_sizes = {**TINY_TEXT_ENCODER, **(text_encoder or {})}
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            transformer = WanTransformer3DModel(
-                patch_size=(1, 2, 2),
-                num_attention_heads=2,
-                attention_head_dim=12,
-                in_channels=16,
-                out_channels=16,
-                text_dim=32,
-                freq_dim=256,
-                ffn_dim=32,
-                num_layers=2,
-                cross_attn_norm=True,
-                qk_norm="rms_norm_across_heads",
-                rope_max_seq_len=1024,
+            dit = WanTransformer3DModel(
+                **{**TINY_TRANSFORMER, **(transformer or {}), "text_dim": t5_sizes["d_model"]}
             )
-            # z_dim 16 matches the 16-entry latents_mean/latents_std defaults.
-            vae = AutoencoderKLWan(
-                base_dim=3,
-                z_dim=16,
-                dim_mult=[1, 1, 1, 1],
-                num_res_blocks=1,
-                temperal_downsample=[False, True, True],
-            )
-            text_encoder = UMT5EncoderModel(
+            autoencoder = AutoencoderKLWan(**{**TINY_VAE, **(vae or {})})
+            encoder = UMT5EncoderModel(
                 UMT5Config(
                     vocab_size=len(tokenizer),
-                    d_model=32,
-                    d_kv=16,
-                    d_ff=64,
-                    num_layers=2,
-                    num_heads=2,
-                    relative_attention_num_buckets=8,
                     pad_token_id=tokenizer.pad_token_id,
                     eos_token_id=tokenizer.eos_token_id,
                     decoder_start_token_id=tokenizer.pad_token_id,
+                    **t5_sizes,
                 )
             )
-        for module in (transformer, vae, text_encoder):
+        for module in (dit, autoencoder, encoder):
             module.eval()
-        return cls(
-            transformer, vae, text_encoder, tokenizer, FlowMatchEulerDiscreteScheduler(shift=5.0)
-        )
+        return cls(dit, autoencoder, encoder, tokenizer, FlowMatchEulerDiscreteScheduler(shift=5.0))
 
     @classmethod
     def from_pretrained(

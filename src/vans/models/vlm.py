@@ -75,6 +75,36 @@ match them (peft full-matches it against module names)."""
 _VIDEO_TYPE = 2  # mm_token_type_ids: 0 text, 1 image, 2 video
 
 
+TINY_TEXT: dict[str, Any] = {
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,  # head_dim 16
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 4096,
+    # mRoPE splits head_dim / 2 = 8 rotary frequencies into time, height, width.
+    "rope_scaling": {"type": "mrope", "mrope_section": [2, 3, 3]},
+}
+"""Language-model sizes of `Reasoner.tiny`."""
+
+TINY_VISION: dict[str, Any] = {
+    "depth": 2,
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_heads": 2,
+    "out_hidden_size": 64,  # = text hidden size
+    "patch_size": 14,
+    "temporal_patch_size": 2,
+    "spatial_merge_size": 2,
+    # Windows of 56 pixels = 2x2 merged tokens; block 1 attends globally, block 0 in windows,
+    # like the real model's mix.
+    "window_size": 56,
+    "fullatt_block_indexes": [1],
+    "tokens_per_second": 2,  # as Qwen2.5-VL-3B-Instruct
+}
+"""Vision-tower sizes of `Reasoner.tiny`."""
+
+
 @dataclass
 class SamplingConfig:
     """How the reasoner samples an answer.
@@ -183,6 +213,25 @@ class Reasoner:
     ) -> Reasoner:
         """A tiny, randomly initialised Qwen2.5-VL for tests and smoke runs (~0.2M parameters
         plus the embeddings). Frames are resized to at most 56x56 pixels by default."""
+        return cls.random(
+            tokenizer, seed=seed, fps=fps, min_pixels=min_pixels, max_pixels=max_pixels
+        )
+
+    @classmethod
+    def random(
+        cls,
+        tokenizer: PreTrainedTokenizerBase,
+        *,
+        text: dict[str, Any] | None = None,
+        vision: dict[str, Any] | None = None,
+        seed: int = 0,
+        fps: float = 1.0,
+        min_pixels: int = VIDEO_MIN_PIXELS,
+        max_pixels: int = VIDEO_MAX_PIXELS,
+    ) -> Reasoner:
+        """A randomly initialised Qwen2.5-VL whose sizes are `TINY_TEXT` / `TINY_VISION`
+        updated with `text` / `vision` (vocabulary and special-token ids come from the
+        tokenizer). The same seed gives the same weights; the global RNG is left untouched."""
         tok_id = tokenizer.convert_tokens_to_ids
         needed = (END_OF_TEXT, IM_END, VIDEO_PAD, IMAGE_PAD, VISION_START, VISION_END)
         missing = [t for t in needed if tok_id(t) is None or tok_id(t) == tokenizer.unk_token_id]
@@ -190,34 +239,14 @@ class Reasoner:
             raise ValueError(f"the tokenizer lacks Qwen's special tokens {missing}")
         config = Qwen2_5_VLConfig(
             text_config={
+                **TINY_TEXT,
+                **(text or {}),
                 "vocab_size": len(tokenizer),
-                "hidden_size": 64,
-                "intermediate_size": 128,
-                "num_hidden_layers": 2,
-                "num_attention_heads": 4,  # head_dim 16
-                "num_key_value_heads": 2,
-                "max_position_embeddings": 4096,
-                # mRoPE splits head_dim / 2 = 8 rotary frequencies into time, height, width.
-                "rope_scaling": {"type": "mrope", "mrope_section": [2, 3, 3]},
                 "bos_token_id": tok_id(END_OF_TEXT),
                 "eos_token_id": tok_id(IM_END),
                 "pad_token_id": tok_id(END_OF_TEXT),
             },
-            vision_config={
-                "depth": 2,
-                "hidden_size": 32,
-                "intermediate_size": 64,
-                "num_heads": 2,
-                "out_hidden_size": 64,  # = text hidden size
-                "patch_size": 14,
-                "temporal_patch_size": 2,
-                "spatial_merge_size": 2,
-                # Windows of 56 pixels = 2x2 merged tokens; block 1 attends globally, block 0
-                # in windows, like the real model's mix.
-                "window_size": 56,
-                "fullatt_block_indexes": [1],
-                "tokens_per_second": 2,  # as Qwen2.5-VL-3B-Instruct
-            },
+            vision_config={**TINY_VISION, **(vision or {})},
             image_token_id=tok_id(IMAGE_PAD),
             video_token_id=tok_id(VIDEO_PAD),
             vision_start_token_id=tok_id(VISION_START),
