@@ -13,6 +13,7 @@ from rich.console import Console
 
 from vans.cli.data import data_app
 from vans.cli.demo import demo
+from vans.cli.eval import eval_command
 from vans.cli.predict import init_tiny, predict
 from vans.errors import VansError
 
@@ -27,6 +28,7 @@ app.add_typer(data_app, name="data")
 app.command()(demo)
 app.command("init-tiny")(init_tiny)
 app.command()(predict)
+app.command("eval")(eval_command)
 err_console = Console(stderr=True)
 
 

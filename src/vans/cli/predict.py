@@ -8,27 +8,15 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
 
-import torch
 import typer
 from rich.console import Console
 
+from vans.cli.loading import parse_dtype, quiet_model_libraries
 from vans.cli.progress import progress_bar
 from vans.data.video import write_mp4
-from vans.errors import VansError
 from vans.timing import Timings
 
 console = Console(soft_wrap=True)
-
-
-def _quiet_model_libraries() -> None:
-    """Import the model stack (slow: only the commands that need it) and silence its loading
-    bars and warnings: our own progress bar is the one that matters."""
-    from diffusers.utils import logging as diffusers_logging
-    from transformers.utils import logging as transformers_logging
-
-    for logging in (transformers_logging, diffusers_logging):
-        logging.disable_progress_bar()
-        logging.set_verbosity_error()
 
 
 def init_tiny(
@@ -36,7 +24,7 @@ def init_tiny(
     seed: Annotated[int, typer.Option(help="Seed of the random weights.")] = 0,
 ) -> None:
     """Write a tiny random VANS checkpoint (real Qwen2.5-VL + Wan2.1 classes, toy tokenizers)."""
-    _quiet_model_libraries()
+    quiet_model_libraries()
     from vans.models.checkpoint import init_tiny as write_tiny_checkpoint
 
     with console.status("training tokenizers and building tiny models"):
@@ -61,13 +49,13 @@ def predict(
     ] = "float32",
 ) -> None:
     """Predict what happens next: reasoning, a caption and a video per question."""
-    _quiet_model_libraries()
+    quiet_model_libraries()
     from vans.models.pipeline import VANSPipeline, check_questions, load_input
 
     questions = check_questions(question)
     timings = Timings()
     with timings.stage("load"):
-        pipe = VANSPipeline.from_checkpoint(checkpoint, device=device, dtype=_dtype(dtype))
+        pipe = VANSPipeline.from_checkpoint(checkpoint, device=device, dtype=parse_dtype(dtype))
     with timings.stage("decode"):
         clip = load_input(pipe.settings, video=video, image=image)
     progress = progress_bar(console)
@@ -108,13 +96,6 @@ def predict(
     (out / "prediction.json").write_text(json.dumps(report, indent=2) + "\n")
     stages = ", ".join(f"{k} {v:.2f}s" for k, v in timings.items())
     console.print(f"timings: {stages}\nreport: {out / 'prediction.json'}", markup=False)
-
-
-def _dtype(name: str) -> torch.dtype:
-    choices = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-    if name not in choices:
-        raise VansError(f"--dtype must be one of {', '.join(choices)}, got {name!r}")
-    return choices[name]
 
 
 def _slug(text: str, limit: int = 40) -> str:

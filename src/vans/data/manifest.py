@@ -8,8 +8,6 @@ one error per run.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +15,7 @@ from typing import NamedTuple
 
 from vans.data.schema import VNEPSample, parse_row, sample_to_row
 from vans.errors import VansError
+from vans.io import write_text
 
 
 class Problem(NamedTuple):
@@ -112,15 +111,7 @@ def write_manifest(path: str | Path, samples: Iterable[VNEPSample]) -> Path:
     root = path.absolute().parent
     root.mkdir(parents=True, exist_ok=True)
     lines = [json.dumps(sample_to_row(s, root), ensure_ascii=False) + "\n" for s in samples]
-    fd, tmp = tempfile.mkstemp(dir=root, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.writelines(lines)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-    return path
+    return write_text(path, "".join(lines))
 
 
 def _read(path: Path) -> str:

@@ -26,8 +26,6 @@ front looks like) raises `VideoError` rather than returning a silently shortened
 from __future__ import annotations
 
 import math
-import os
-import uuid
 from bisect import bisect_right
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -42,6 +40,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from vans.errors import VansError
+from vans.io import atomic_file
 
 PROTOCOL_SIZE: tuple[int, int] = (352, 640)
 """(height, width) every method outputs in the VANS evaluation protocol."""
@@ -223,11 +222,14 @@ def _describe_window(lo: float, hi: float) -> str:
     return f"the window [{lo:g} s, {'end' if math.isinf(hi) else f'{hi:g} s'})"
 
 
-def resize_center_crop(frames: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+def resize_center_crop(
+    frames: torch.Tensor, size: tuple[int, int], mode: str = "bilinear"
+) -> torch.Tensor:
     """Scale (T, H, W, 3) uint8 frames to cover `size=(H, W)`, then center-crop to it.
 
-    The scale is max(H / h, W / w) so no padding is ever needed; resizing is bilinear
-    with antialiasing in float32. Frames already of that size are returned unchanged.
+    The scale is max(H / h, W / w) so no padding is ever needed; resizing uses `mode`
+    ("bilinear" or "bicubic") with antialiasing in float32. Frames already of that size are
+    returned unchanged.
     """
     _check_frames(frames)
     target_h, target_w = size
@@ -246,7 +248,7 @@ def resize_center_crop(frames: torch.Tensor, size: tuple[int, int]) -> torch.Ten
         for chunk in frames.split(_RESIZE_CHUNK):
             x = chunk.permute(0, 3, 1, 2).float()
             x = F.interpolate(
-                x, size=(new_h, new_w), mode="bilinear", antialias=True, align_corners=False
+                x, size=(new_h, new_w), mode=mode, antialias=True, align_corners=False
             )
             chunks.append(x.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1))
         resized = torch.cat(chunks)
@@ -308,24 +310,12 @@ def write_gif(path: str | Path, frames: torch.Tensor, fps: float) -> Path:
 
 @contextmanager
 def _atomic_output(path: Path) -> Iterator[Path]:
-    """Yield a temp path beside `path`, moved over it only if the body succeeds.
-
-    Readers never see a half-written file, and a failed write leaves no debris.
-    """
+    """`atomic_file`, with any failure to write reported as a VideoError naming `path`."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
+        with atomic_file(path) as tmp:
+            yield tmp
+    except (OSError, *_AV_ERRORS) as exc:
         raise VideoError(path, f"cannot write: {exc}") from exc
-    # A random name rather than mkstemp, so the writer creates the file with the
-    # usual umask-derived permissions instead of mkstemp's 0600.
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    except _AV_ERRORS as exc:
-        raise VideoError(path, f"cannot write: {exc}") from exc
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _check_frames(frames: torch.Tensor) -> None:

@@ -12,9 +12,6 @@ weights onto disk, at once, with no network retries.
 from __future__ import annotations
 
 import dataclasses
-import os
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,6 +19,7 @@ from typing import Any
 import torch
 import yaml
 
+from vans.io import atomic_dir
 from vans.models.errors import CheckpointError
 from vans.models.tiny import toy_corpus, train_reasoner_tokenizer, train_text_encoder_tokenizer
 from vans.models.vdm import Renderer
@@ -85,17 +83,10 @@ def save_checkpoint(
 ) -> Path:
     """Write a checkpoint directory atomically (a temporary sibling, then a rename)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
+    with atomic_dir(path) as tmp:
         reasoner.save_pretrained(tmp / "vlm")
         renderer.save_pretrained(tmp / "vdm")
         (tmp / SETTINGS_FILE).write_text(yaml.safe_dump(settings.to_dict(), sort_keys=False))
-        if path.exists():
-            shutil.rmtree(path)
-        os.replace(tmp, path)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return path
 
 

@@ -55,15 +55,24 @@ class InputClip:
 
 
 def load_input(
-    settings: VANSSettings, *, video: str | Path | None = None, image: str | Path | None = None
+    settings: VANSSettings,
+    *,
+    video: str | Path | None = None,
+    image: str | Path | None = None,
+    start: float | None = None,
+    end: float | None = None,
 ) -> InputClip:
-    """Read the input video, or a single image as a static clip (reasoning image-to-video)."""
+    """Read the input video (optionally its `start`..`end` window in seconds), or a single
+    image as a static clip (reasoning image-to-video)."""
     if (video is None) == (image is None):
         raise InputError("give exactly one input: a video or an image")
     if video is not None:
+        window = {"start": start, "end": end}
         return InputClip(
-            vlm_frames=read_video(video, fps=settings.vlm_fps).frames,
-            vdm_frames=read_video(video, num_frames=settings.reference_video_frames).frames,
+            vlm_frames=read_video(video, fps=settings.vlm_fps, **window).frames,
+            vdm_frames=read_video(
+                video, num_frames=settings.reference_video_frames, **window
+            ).frames,
         )
     try:
         with Image.open(image) as im:
