@@ -15,6 +15,7 @@ from vans.cli.data import data_app
 from vans.cli.demo import demo
 from vans.cli.eval import eval_command
 from vans.cli.predict import init_tiny, predict
+from vans.cli.train import train_app
 from vans.errors import VansError
 
 app = typer.Typer(
@@ -25,6 +26,7 @@ app = typer.Typer(
     add_completion=False,
 )
 app.add_typer(data_app, name="data")
+app.add_typer(train_app, name="train")
 app.command()(demo)
 app.command("init-tiny")(init_tiny)
 app.command()(predict)

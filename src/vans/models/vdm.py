@@ -14,7 +14,8 @@ diffusers' `WanPipeline` text-to-video: same prompt encoding, same initial noise
 same seed, same CFG, same scheduler steps, same decoding.
 
 `predict_velocity` is the one model call shared by the ODE sampler here and by the
-Flow-GRPO SDE sampler (see `vans.models.flow_matching`).
+Flow-GRPO SDE sampler (see `vans.models.flow_matching`); its conditional half,
+`conditional_velocity`, is also what flow-matching SFT trains.
 """
 
 from __future__ import annotations
@@ -93,6 +94,38 @@ def video_to_uint8(video: torch.Tensor) -> torch.Tensor:
     """Decoded video (B, 3, T, H, W) in [-1, 1] -> uint8 frames (B, T, H, W, 3)."""
     pixels = ((video.float() + 1) / 2 * 255).round().clamp(0, 255).to(torch.uint8)
     return pixels.permute(0, 2, 3, 4, 1).contiguous()
+
+
+def conditional_velocity(
+    transformer: torch.nn.Module,
+    latents: torch.Tensor,
+    timestep: torch.Tensor | float,
+    prompt_embeds: torch.Tensor,
+    reference: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """One transformer call with VANS reference conditioning, shared by sampling and training.
+
+    Clean `reference` latents (1 or B, C, n, h, w) go in front of the noisy `latents`
+    (B, C, T', h, w) along time; `timestep` (a scalar or one per sample, (B,)) is given to
+    every token of a sample, the reference ones included; the output for the reference
+    frames is dropped. `transformer` may be wrapped (e.g. DDP) as long as it takes
+    WanTransformer3DModel's arguments. Returns float32 (B, C, T', h, w).
+    """
+    batch = latents.shape[0]
+    dtype = next(transformer.parameters()).dtype
+    hidden = latents
+    n_ref = 0
+    if reference is not None:
+        n_ref = reference.shape[2]
+        reference = reference.to(latents.device, latents.dtype).expand(batch, -1, -1, -1, -1)
+        hidden = torch.cat([reference, latents], dim=2)
+    out = transformer(
+        hidden_states=hidden.to(dtype),
+        timestep=torch.as_tensor(timestep, device=latents.device).expand(batch),
+        encoder_hidden_states=prompt_embeds.to(latents.device, dtype).expand(batch, -1, -1),
+        return_dict=False,
+    )[0]
+    return out[:, :, n_ref:].float()
 
 
 TINY_TRANSFORMER: dict[str, Any] = {
@@ -472,36 +505,17 @@ class Renderer:
 
         Clean `reference` latents (1 or B, C, n, h, w) are put in front of the noisy ones
         along time, every token gets the same timestep, and the output for the reference
-        frames is dropped. With `guidance_scale > 1` this is
-        classifier-free guidance as in WanPipeline, `uncond + g * (cond - uncond)`, from two
-        transformer calls. Returns float32 (B, C, T', h, w); gradients flow if enabled.
+        frames is dropped (`conditional_velocity`, also what SFT trains). With
+        `guidance_scale > 1` this is classifier-free guidance as in WanPipeline,
+        `uncond + g * (cond - uncond)`, from two transformer calls. Returns float32
+        (B, C, T', h, w); gradients flow if enabled.
         """
-        batch = latents.shape[0]
-        hidden = latents
-        n_ref = 0
-        if reference is not None:
-            n_ref = reference.shape[2]
-            reference = reference.to(latents.device, latents.dtype).expand(batch, -1, -1, -1, -1)
-            hidden = torch.cat([reference, latents], dim=2)
-        hidden = hidden.to(self.dtype)
-        timestep = torch.as_tensor(t, device=latents.device).expand(batch)
-
-        def velocity(embeds: torch.Tensor) -> torch.Tensor:
-            embeds = embeds.to(latents.device, self.dtype).expand(batch, -1, -1)
-            out = self.transformer(
-                hidden_states=hidden,
-                timestep=timestep,
-                encoder_hidden_states=embeds,
-                return_dict=False,
-            )[0]
-            return out[:, :, n_ref:].float()
-
-        cond = velocity(prompt_embeds)
+        cond = conditional_velocity(self.transformer, latents, t, prompt_embeds, reference)
         if guidance_scale <= 1.0:
             return cond
         if negative_embeds is None:
             raise ValueError(f"guidance_scale {guidance_scale} > 1 needs negative_embeds")
-        uncond = velocity(negative_embeds)
+        uncond = conditional_velocity(self.transformer, latents, t, negative_embeds, reference)
         return uncond + guidance_scale * (cond - uncond)
 
     def denoise(

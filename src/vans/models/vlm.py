@@ -391,9 +391,11 @@ class Reasoner:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
-    def video_inputs(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def video_inputs(
+        self, frames: torch.Tensor, device: torch.device | str | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """`pixel_values_videos` (N, 1176) and `video_grid_thw` (1, 3) for uint8 frames
-        (T, H, W, 3), on the model's device and dtype."""
+        (T, H, W, 3), in the model's dtype, on `device` (default: the model's)."""
         pixels, grid = preprocess_video(
             frames.cpu(),
             patch_size=self.patch_size,
@@ -402,7 +404,8 @@ class Reasoner:
             min_pixels=self.min_pixels,
             max_pixels=self.max_pixels,
         )
-        return pixels.to(self.device, self.model.dtype), grid.to(self.device)
+        device = self.device if device is None else device
+        return pixels.to(device, self.model.dtype), grid.to(device)
 
     def prompt_ids(self, question: str, grid_thw: torch.Tensor) -> list[int]:
         """Token ids of the chat prompt for a video of grid `grid_thw` and a question."""
@@ -420,32 +423,56 @@ class Reasoner:
         self,
         frames_list: Sequence[torch.Tensor],
         questions: Sequence[str],
-        fps: float | None = None,
+        fps: float | Sequence[float] | None = None,
+        *,
+        completions: Sequence[str | Sequence[int] | torch.Tensor] | None = None,
+        device: torch.device | str | None = None,
     ) -> dict[str, torch.Tensor]:
         """Model inputs for one video per question, left-padded for batched generation.
 
-        Frames are uint8 (T, H, W, 3) already sampled at `fps` (default `self.fps`); they are
-        not resampled. Returns input_ids, attention_mask, mm_token_type_ids (needed for
-        mRoPE), pixel_values_videos, video_grid_thw and second_per_grid_ts, ready for
-        `model(**inputs)` or `model.generate(**inputs)`.
+        Frames are uint8 (T, H, W, 3) already sampled at `fps` (default `self.fps`; one rate
+        for all videos or one per video); they are not resampled. Returns input_ids,
+        attention_mask, mm_token_type_ids (needed for mRoPE), pixel_values_videos,
+        video_grid_thw and second_per_grid_ts, ready for `model(**inputs)` or
+        `model.generate(**inputs)`, on `device` (default: the model's).
+
+        With `completions` (one answer per row, as in `sequence_logprobs`: a string gets
+        `<|im_end|>` appended, token ids are taken as given) each row is
+        `pad.. prompt | completion ..pad`, every completion starting at the same column:
+        the teacher-forcing input of supervised fine-tuning.
         """
         if len(frames_list) != len(questions):
             raise ValueError(f"{len(frames_list)} videos for {len(questions)} questions")
-        videos = [self.video_inputs(f) for f in frames_list]
+        if completions is not None and len(completions) != len(questions):
+            raise ValueError(f"{len(completions)} completions for {len(questions)} questions")
+        device = self.device if device is None else device
+        videos = [self.video_inputs(f, device) for f in frames_list]
         prompts = [self.prompt_ids(q, grid) for q, (_, grid) in zip(questions, videos, strict=True)]
-        input_ids, attention_mask = self._pad(prompts, [[] for _ in prompts])
-        spg = second_per_grid_t(fps or self.fps, self.temporal_patch_size)
+        answers = [[] for _ in prompts] if completions is None else completions
+        input_ids, attention_mask = self._pad(
+            prompts, [self._completion_ids(a) for a in answers], device
+        )
+        if fps is None or isinstance(fps, int | float):
+            rates = [fps or self.fps] * len(videos)
+        elif len(fps) != len(videos):
+            raise ValueError(f"{len(fps)} frame rates for {len(videos)} videos")
+        else:
+            rates = list(fps)
+        spg = [second_per_grid_t(r, self.temporal_patch_size) for r in rates]
         return {
             "input_ids": input_ids,
             "attention_mask": attention_mask,
             "mm_token_type_ids": self._token_types(input_ids),
             "pixel_values_videos": torch.cat([p for p, _ in videos]),
             "video_grid_thw": torch.cat([g for _, g in videos]),
-            "second_per_grid_ts": torch.full((len(videos),), spg, device=self.device),
+            "second_per_grid_ts": torch.tensor(spg, dtype=torch.float32, device=device),
         }
 
     def _pad(
-        self, prompts: Sequence[Sequence[int]], completions: Sequence[Sequence[int]]
+        self,
+        prompts: Sequence[Sequence[int]],
+        completions: Sequence[Sequence[int]],
+        device: torch.device | str | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Rows `pad.. prompt | completion ..pad`: prompts left-padded to a common length,
         completions right-padded, so every completion starts at the same column."""
@@ -456,7 +483,7 @@ class Reasoner:
             left, right = p_len - len(p), c_len - len(c)
             ids.append([self.pad_id] * left + list(p) + list(c) + [self.pad_id] * right)
             mask.append([0] * left + [1] * (len(p) + len(c)) + [0] * right)
-        device = self.device
+        device = self.device if device is None else device
         return torch.tensor(ids, device=device), torch.tensor(mask, device=device)
 
     def _token_types(self, input_ids: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,1 @@
+"""Training: the accelerate training loop, its configs and checkpoints, and the stages."""

@@ -1,0 +1,525 @@
+"""The training loop every stage runs: one process, or several under `torchrun` (gloo on CPU).
+
+Data order. Sample position p (0, 1, 2, ... over the whole run) is item
+`permutation(seed, epoch)[p % len]` with epoch = p // len; optimizer step s consumes the next
+`batch_size` positions, cut into `grad_accum` micro-batches, and process r takes its equal
+share of each micro-batch. The seed of every random choice made for a sample comes from
+(seed, p). So the samples, their noise and the mean loss of a step do not depend on how many
+processes run, and a resumed run replays exactly what the interrupted one would have done.
+
+Gradients. Each process backpropagates the mean loss of its shard divided by `grad_accum`;
+after the last micro-batch the gradients are averaged over processes in one collective, which
+makes them the gradient of the mean over the global batch. Averaging explicitly, rather than
+through DDP's forward hooks, keeps this true however the task calls its model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from accelerate import Accelerator
+from accelerate.utils import gather_object, send_to_device, set_seed
+from rich.console import Console
+
+from vans.io import atomic_dir, atomic_file, write_text
+from vans.training.checkpointing import (
+    TrainState,
+    latest_checkpoint,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    trainable_parameters,
+)
+from vans.training.config import ConfigError, TrainConfig, config_to_dict
+from vans.training.task import TrainTask
+
+CONFIG_FILE = "config.yaml"
+METRICS_FILE = "metrics.jsonl"
+CURVES_FILE = "curves.png"
+FINAL_DIR = "final"
+_TRAIN_STREAM, _EVAL_STREAM = 0, 1
+_BUCKET_NUMEL = 1 << 24  # gradient elements averaged per collective
+
+
+@dataclass
+class TrainResult:
+    """What a call to `train` did."""
+
+    step: int
+    """Optimizer steps the run has taken in total (including those before a resume)."""
+    losses: list[float]
+    """Training loss (mean over the global batch) of each step this call ran."""
+    samples_per_s: float
+    """Training throughput of this call over all processes (setup and saving excluded)."""
+    out_dir: Path
+    final_dir: Path
+    """The trained model, written by `task.save_pretrained`."""
+
+
+def lr_factor(step: int, schedule: str, warmup_steps: int, total_steps: int) -> float:
+    """Multiplier of the peak LR at optimizer step `step` (0-based): linear warm-up from 0,
+    then constant, a linear decay to 0, or a half cosine to 0 at `total_steps` (the same
+    curves as transformers' `get_scheduler` "constant_with_warmup", "linear", "cosine")."""
+    if step < warmup_steps:
+        return step / warmup_steps
+    if schedule == "constant":
+        return 1.0
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    if schedule == "linear":
+        return max(0.0, 1.0 - progress)
+    if schedule == "cosine":
+        return max(0.0, 0.5 * (1.0 + math.cos(math.pi * progress)))
+    raise ValueError(f"unknown lr_schedule {schedule!r}")
+
+
+def sample_seed(seed: int, position: int, stream: int = _TRAIN_STREAM) -> int:
+    """The seed for every random choice about the sample at `position` of the run (stream 0)
+    or of the eval set (stream 1): well mixed, so neighbouring positions are unrelated."""
+    return int(np.random.SeedSequence([seed, stream, position]).generate_state(1)[0])
+
+
+def epoch_permutation(seed: int, epoch: int, size: int) -> torch.Tensor:
+    """The data order of one epoch."""
+    generator = torch.Generator().manual_seed(sample_seed(seed, epoch, stream=2))
+    return torch.randperm(size, generator=generator)
+
+
+def micro_batch_positions(
+    start: int, batch_size: int, grad_accum: int, num_processes: int, process_index: int
+) -> list[list[int]]:
+    """The sample positions process `process_index` takes in each micro-batch of the
+    optimizer step whose global batch starts at position `start`."""
+    micro = batch_size // grad_accum
+    share = micro // num_processes
+    firsts = [start + k * micro + process_index * share for k in range(grad_accum)]
+    return [list(range(first, first + share)) for first in firsts]
+
+
+def train(
+    task: TrainTask,
+    config: TrainConfig,
+    *,
+    resume: bool = False,
+    console: Console | None = None,
+    run_config: dict[str, Any] | None = None,
+) -> TrainResult:
+    """Train `task.model` for `config.steps` optimizer steps (see the module docstring).
+
+    With `resume`, continue from the newest checkpoint in `config.out_dir` (or start afresh
+    if there is none). `console` gets a progress bar (or, when it is not a terminal, one line
+    per metrics row) on the main process. `run_config` is the whole run's resolved config,
+    saved with every checkpoint (defaults to `config`).
+    """
+    accelerator = Accelerator(cpu=not torch.cuda.is_available())
+    world, rank = accelerator.num_processes, accelerator.process_index
+    main = accelerator.is_main_process
+    _check(config, world)
+    out_dir = Path(config.out_dir)
+    run_config = run_config if run_config is not None else config_to_dict(config)
+
+    dataset = task.train_dataset()
+    if len(dataset) == 0:
+        raise ConfigError("the task's training set is empty")
+    model = task.model.to(accelerator.device)
+    params = list(trainable_parameters(model).values())
+    if not params:
+        raise ConfigError("the task's model has no parameter with requires_grad")
+    optimizer = torch.optim.AdamW(
+        params,
+        lr=config.lr,
+        betas=config.adam_betas,
+        eps=config.adam_eps,
+        weight_decay=config.weight_decay,
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        partial(
+            lr_factor,
+            schedule=config.lr_schedule,
+            warmup_steps=config.warmup_steps,
+            total_steps=config.steps,
+        ),
+    )
+
+    set_seed(config.seed, device_specific=True)  # global RNGs (dropout): one stream per rank
+    state = TrainState(step=0, samples_seen=0, num_processes=world)
+    checkpoint = latest_checkpoint(out_dir)
+    if checkpoint is not None and not resume:
+        raise ConfigError(
+            f"{out_dir}: holds checkpoints of an earlier run (newest {checkpoint.name}); "
+            "pass --resume to continue it, or choose another out_dir"
+        )
+    if checkpoint is not None:
+        state = load_checkpoint(
+            checkpoint, model=model, optimizer=optimizer, scheduler=scheduler, process_index=rank
+        )
+        if state.step > config.steps:
+            raise ConfigError(f"{checkpoint}: is at step {state.step}, beyond steps={config.steps}")
+        _say(console, main, f"resuming from {checkpoint} (step {state.step})")
+    elif resume:
+        _say(console, main, f"no checkpoint in {out_dir}; starting from step 0")
+    if world > 1:  # as DDP does: every process starts from rank 0's weights
+        for tensor in [*model.parameters(), *model.buffers()]:
+            torch.distributed.broadcast(tensor.data, src=0)
+
+    if main:
+        write_text(out_dir / CONFIG_FILE, yaml.safe_dump(run_config, sort_keys=False))
+    logger = _MetricsLogger(out_dir, state.step, main)
+    autocast = partial(
+        torch.autocast,
+        device_type=accelerator.device.type,
+        dtype=torch.bfloat16,
+        enabled=config.mixed_precision == "bf16",
+    )
+    micro_batches = _micro_batches(task, dataset, config, state, world, rank)
+    losses: list[float] = []
+    seconds = 0.0  # in training steps only: eval and checkpoints are not throughput
+    pending: list[dict[str, float]] = []  # steps since the last metrics row
+    model.train()
+    with _progress(console if main else None, config.steps, state.step) as advance:
+        while state.step < config.steps:
+            began = time.perf_counter()
+            lr = scheduler.get_last_lr()[0]
+            sums: dict[str, float] = {}
+            for _ in range(config.grad_accum):
+                batch = send_to_device(next(micro_batches), accelerator.device)
+                with autocast():
+                    out = task.loss(model, batch)
+                (out["loss"] / config.grad_accum).backward()
+                for key, value in out.items():
+                    value = float(torch.as_tensor(value).detach())
+                    sums[key] = sums.get(key, 0.0) + value / config.grad_accum
+                del batch, out
+            _average_gradients(params, accelerator)
+            grad_norm = _clip(params, config.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            state = TrainState(state.step + 1, state.samples_seen + config.batch_size, world)
+            scalars = _mean_over_processes(sums, accelerator)
+            took = time.perf_counter() - began
+            seconds += took
+            losses.append(scalars["loss"])
+            pending.append({**scalars, "grad_norm": grad_norm, "seconds": took})
+
+            step = state.step
+            last = step == config.steps
+            eval_due = config.eval_every > 0 and (step % config.eval_every == 0 or last)
+            eval_loss = _eval_loss(task, model, config, accelerator, autocast) if eval_due else None
+            row = None
+            if step % config.log_every == 0 or last or eval_due:
+                row = _metrics_row(pending, step, lr, config.batch_size)
+                row["epoch"] = state.samples_seen / len(dataset)
+                if eval_loss is not None and not math.isnan(eval_loss):
+                    row["eval_loss"] = eval_loss
+                logger.write(row)
+                pending = []
+            advance(row)
+            if step % config.save_every == 0 or last:
+                rngs = gather_object([rng_state()])
+                if main:
+                    save_checkpoint(
+                        out_dir,
+                        state,
+                        model=model,
+                        optimizer=optimizer,
+                        scheduler=scheduler,
+                        rng_states=rngs,
+                        config=run_config,
+                        keep_last=config.keep_last,
+                    )
+                accelerator.wait_for_everyone()
+
+    final_dir = out_dir / FINAL_DIR
+    if main:
+        logger.close()
+        with atomic_dir(final_dir) as tmp:
+            task.save_pretrained(model, tmp)
+        plot_curves(out_dir / METRICS_FILE, out_dir / CURVES_FILE)
+        _say(console, main, f"saved {final_dir}")
+    accelerator.wait_for_everyone()
+    samples_per_s = len(losses) * config.batch_size / seconds if seconds else 0.0
+    return TrainResult(state.step, losses, samples_per_s, out_dir, final_dir)
+
+
+def _check(config: TrainConfig, world: int) -> None:
+    """Field values that cannot run, named."""
+    for name in ("steps", "batch_size", "grad_accum", "save_every", "keep_last", "log_every"):
+        if getattr(config, name) < 1:
+            raise ConfigError(f"train.{name} must be at least 1, got {getattr(config, name)}")
+    for name in ("eval_every", "eval_samples", "warmup_steps", "num_workers", "seed"):
+        if getattr(config, name) < 0:
+            raise ConfigError(f"train.{name} must be >= 0, got {getattr(config, name)}")
+    if config.batch_size % (world * config.grad_accum):
+        raise ConfigError(
+            f"train.batch_size={config.batch_size} must be a multiple of the number of "
+            f"processes ({world}) times train.grad_accum ({config.grad_accum})"
+        )
+
+
+class _Positions(torch.utils.data.Dataset):
+    """Sample position -> (item, per-sample seed), following the run's data order."""
+
+    def __init__(self, dataset: Sequence[Any], seed: int) -> None:
+        self.dataset, self.seed = dataset, seed
+        self._epoch, self._order = -1, torch.empty(0, dtype=torch.long)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, position: int) -> tuple[Any, int]:
+        epoch, index = divmod(position, len(self.dataset))
+        if epoch != self._epoch:
+            self._epoch, self._order = epoch, epoch_permutation(self.seed, epoch, len(self))
+        return self.dataset[int(self._order[index])], sample_seed(self.seed, position)
+
+
+class _Collate:
+    """`task.collate` on (item, seed) pairs; a class so DataLoader workers can pickle it."""
+
+    def __init__(self, task: TrainTask) -> None:
+        self.task = task
+
+    def __call__(self, pairs: list[tuple[Any, int]]) -> dict[str, Any]:
+        return self.task.collate([item for item, _ in pairs], [seed for _, seed in pairs])
+
+
+class _StepSampler:
+    """This process's micro-batches of positions, from `start` to the end of the run."""
+
+    def __init__(self, config: TrainConfig, state: TrainState, world: int, rank: int) -> None:
+        self.config, self.state, self.world, self.rank = config, state, world, rank
+
+    def __iter__(self) -> Iterator[list[int]]:
+        cfg = self.config
+        for s in range(self.config.steps - self.state.step):
+            first = self.state.samples_seen + s * cfg.batch_size
+            yield from micro_batch_positions(
+                first, cfg.batch_size, cfg.grad_accum, self.world, self.rank
+            )
+
+    def __len__(self) -> int:
+        return (self.config.steps - self.state.step) * self.config.grad_accum
+
+
+def _micro_batches(
+    task: TrainTask,
+    dataset: Sequence[Any],
+    config: TrainConfig,
+    state: TrainState,
+    world: int,
+    rank: int,
+) -> Iterator[dict[str, Any]]:
+    loader = torch.utils.data.DataLoader(
+        _Positions(dataset, config.seed),
+        batch_sampler=_StepSampler(config, state, world, rank),
+        collate_fn=_Collate(task),
+        num_workers=config.num_workers,
+        # A private generator: a fresh loader must not draw from the global RNG, or a
+        # resumed run's dropout stream would be one draw off the uninterrupted run's.
+        generator=torch.Generator().manual_seed(config.seed),
+    )
+    return iter(loader)
+
+
+def _average_gradients(params: list[torch.nn.Parameter], accelerator: Accelerator) -> None:
+    """Average gradients over processes, a few large flat buffers at a time. A parameter the
+    loss did not reach gets a zero gradient, as under DDP, on every process count alike."""
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+    if accelerator.num_processes == 1:
+        return
+    bucket: list[torch.Tensor] = []
+    for p in [*params, None]:
+        grad = None if p is None else p.grad
+        size = sum(g.numel() for g in bucket)
+        if bucket and (
+            grad is None or grad.dtype != bucket[0].dtype or size + grad.numel() > _BUCKET_NUMEL
+        ):
+            flat = accelerator.reduce(torch.cat([g.reshape(-1) for g in bucket]), "mean")
+            for g, part in zip(bucket, flat.split([g.numel() for g in bucket]), strict=True):
+                g.copy_(part.view_as(g))
+            bucket = []
+        if grad is not None:
+            bucket.append(grad)
+
+
+def _clip(params: list[torch.nn.Parameter], max_norm: float | None) -> float:
+    """Clip the global gradient norm to `max_norm` (if set); returns the norm before."""
+    grads = [p.grad for p in params]
+    norm = torch.nn.utils.get_total_norm(grads)
+    if max_norm is not None:
+        torch.nn.utils.clip_grads_with_norm_(params, max_norm, norm)
+    return float(norm)
+
+
+def _metrics_row(
+    pending: list[dict[str, float]], step: int, lr: float, batch_size: int
+) -> dict[str, float]:
+    """One metrics row: scalars averaged over the steps since the last row, the LR of the
+    last step, and the throughput of those steps."""
+    keys = [k for k in pending[0] if k != "seconds"]
+    row: dict[str, float] = {"step": step}
+    row.update({k: sum(p[k] for p in pending) / len(pending) for k in keys})
+    row["lr"] = lr
+    row["samples_per_s"] = len(pending) * batch_size / sum(p["seconds"] for p in pending)
+    return row
+
+
+def _mean_over_processes(values: dict[str, float], accelerator: Accelerator) -> dict[str, float]:
+    keys = sorted(values)
+    tensor = torch.tensor([values[k] for k in keys], dtype=torch.float64)
+    if accelerator.num_processes > 1:
+        tensor = accelerator.reduce(tensor.to(accelerator.device), "mean").cpu()
+    return dict(zip(keys, tensor.tolist(), strict=True))
+
+
+@torch.no_grad()
+def _eval_loss(
+    task: TrainTask,
+    model: torch.nn.Module,
+    config: TrainConfig,
+    accelerator: Accelerator,
+    autocast: Any,
+) -> float:
+    """Mean loss over the first `eval_samples` held-out items, each with a fixed seed, split
+    over processes; NaN without an eval set."""
+    items = task.eval_dataset()
+    count = min(len(items), config.eval_samples) if items is not None else 0
+    if count == 0:
+        return math.nan
+    world, rank = accelerator.num_processes, accelerator.process_index
+    mine = list(range(rank, count, world))
+    size = config.batch_size // (config.grad_accum * world)
+    total = torch.zeros(2, dtype=torch.float64)
+    model.eval()
+    for i in range(0, len(mine), size):
+        chunk = mine[i : i + size]
+        batch = task.collate(
+            [items[j] for j in chunk], [sample_seed(config.seed, j, _EVAL_STREAM) for j in chunk]
+        )
+        with autocast():
+            loss = task.loss(model, send_to_device(batch, accelerator.device))["loss"]
+        total += torch.tensor([float(loss) * len(chunk), len(chunk)], dtype=torch.float64)
+    model.train()
+    if world > 1:
+        total = accelerator.reduce(total.to(accelerator.device), "sum").cpu()
+    return float(total[0] / total[1])
+
+
+class _MetricsLogger:
+    """metrics.jsonl (and TensorBoard when installed) on the main process. On resume, rows
+    after the checkpoint's step (written by the interrupted run) are dropped first."""
+
+    def __init__(self, out_dir: Path, step: int, main: bool) -> None:
+        self.file = None
+        self.board = None
+        if not main:
+            return
+        path = out_dir / METRICS_FILE
+        out_dir.mkdir(parents=True, exist_ok=True)
+        kept = [r for r in _read_rows(path) if r["step"] <= step] if step > 0 else []
+        with atomic_file(path) as tmp:
+            tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        self.file = path.open("a", encoding="utf-8")
+        with contextlib.suppress(ImportError):
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.board = SummaryWriter(str(out_dir / "tensorboard"))
+
+    def write(self, row: dict[str, float]) -> None:
+        if self.file is None:
+            return
+        self.file.write(json.dumps(row) + "\n")
+        self.file.flush()
+        if self.board is not None:
+            for key, value in row.items():
+                if key != "step":
+                    self.board.add_scalar(key, value, row["step"])
+
+    def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+        if self.board is not None:
+            self.board.close()
+
+
+def _read_rows(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def plot_curves(metrics: Path, out: Path) -> Path:
+    """Loss (train and eval) and learning rate against step, from a metrics.jsonl, as PNG."""
+    from matplotlib.figure import Figure  # Agg, without touching pyplot's global backend
+
+    rows = _read_rows(metrics)
+    fig = Figure(figsize=(10, 4), dpi=100)
+    loss_ax, lr_ax = fig.subplots(1, 2)
+    loss_ax.plot([r["step"] for r in rows], [r["loss"] for r in rows], label="train")
+    evals = [r for r in rows if "eval_loss" in r]
+    if evals:
+        steps = [r["step"] for r in evals]
+        loss_ax.plot(steps, [r["eval_loss"] for r in evals], "o-", label="eval")
+    loss_ax.set(xlabel="step", ylabel="loss", title="loss")
+    loss_ax.legend()
+    lr_ax.plot([r["step"] for r in rows], [r["lr"] for r in rows])
+    lr_ax.set(xlabel="step", ylabel="learning rate", title="learning rate")
+    fig.tight_layout()
+    with atomic_file(out) as tmp:
+        fig.savefig(tmp, format="png")
+    return out
+
+
+@contextlib.contextmanager
+def _progress(console: Console | None, total: int, done: int) -> Iterator[Any]:
+    """Yields `advance(row)`: a rich bar showing loss, lr and samples/s on a
+    terminal, one printed line per metrics row otherwise, nothing without a console."""
+    if console is None:
+        yield lambda row: None
+        return
+    if not console.is_terminal:
+
+        def line(row: dict[str, float] | None) -> None:
+            if row is not None:
+                console.print(f"step {row['step']}/{total} {_describe(row)}", highlight=False)
+
+        yield line
+        return
+    from vans.cli.progress import progress_bar
+
+    with progress_bar(console) as bar:
+        task = bar.add_task("training", total=total, completed=done)
+
+        def advance(row: dict[str, float] | None) -> None:
+            if row is None:
+                bar.advance(task)
+            else:
+                bar.update(task, advance=1, description=_describe(row))
+
+        yield advance
+
+
+def _describe(row: dict[str, float]) -> str:
+    text = f"loss {row['loss']:.4f} lr {row['lr']:.2e} {row['samples_per_s']:.1f} samples/s"
+    if "eval_loss" in row:
+        text += f" eval {row['eval_loss']:.4f}"
+    return text
+
+
+def _say(console: Console | None, main: bool, text: str) -> None:
+    if console is not None and main:
+        console.print(text, highlight=False, markup=False)

@@ -1,0 +1,49 @@
+"""What a training stage hands to the training loop.
+
+The loop (`vans.training.loop`) owns everything generic: accelerate, data order and
+sharding, gradient accumulation, clipping, LR schedule, precision, checkpoints and resume,
+progress and metrics. A stage (SFT of the VLM, SFT of the VDM, ...) owns its model, its data
+and its loss, and nothing else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+
+
+class TrainTask(Protocol):
+    """A training stage as the loop sees it."""
+
+    model: torch.nn.Module
+    """The module the loop prepares with accelerate (DDP) and whose `requires_grad`
+    parameters it optimises and checkpoints."""
+
+    def train_dataset(self) -> Sequence[Any]:
+        """Map-style training items (`len` and integer indexing)."""
+        ...
+
+    def eval_dataset(self) -> Sequence[Any] | None:
+        """Held-out items for the periodic eval loss, or None."""
+        ...
+
+    def collate(self, items: Sequence[Any], seeds: Sequence[int]) -> dict[str, Any]:
+        """Batch `items` on CPU. `seeds[i]` drives every random choice made for item i
+        (noise, timestep, caption dropout), so a sample's loss does not depend on how the
+        global batch is split across processes, and a resumed run replays it exactly."""
+        ...
+
+    def loss(self, model: torch.nn.Module, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """`{"loss": scalar}` plus any other scalars to log. The loss is the mean over the
+        batch's samples with every sample weighted equally (so the mean over processes of
+        equal-sized shards is the mean over the global batch). `batch` is already on the
+        model's device; `model` may be DDP-wrapped."""
+        ...
+
+    def save_pretrained(self, model: torch.nn.Module, out: Path) -> None:
+        """Write the trained (unwrapped) model to `out` in the project's checkpoint layout,
+        so `vans predict --checkpoint out` and the next stage can load it."""
+        ...
