@@ -19,12 +19,12 @@ from vans.training.config import ConfigError, TrainConfig, load_config
 from vans.training.sft_vdm import SFTVDMConfig
 from vans.training.sft_vlm import (
     IGNORE_INDEX,
-    LazyItems,
     SFTVLMConfig,
     build_sft_vlm_task,
     completion_labels,
     sequence_nll,
 )
+from vans.training.stage_io import LazyItems
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 

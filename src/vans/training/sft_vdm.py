@@ -42,7 +42,7 @@ from vans.data.schema import VNEPSample
 from vans.models.checkpoint import VANSSettings, save_checkpoint
 from vans.models.vdm import Renderer, conditional_velocity
 from vans.training.config import ConfigError, TrainConfig
-from vans.training.sft_vlm import CopiedPart, LazyItems, load_start
+from vans.training.stage_io import CopiedPart, LazyItems, load_start
 
 
 @dataclass

@@ -15,11 +15,10 @@ carries the adapter and whose vdm/ is the starting checkpoint's, copied unchange
 from __future__ import annotations
 
 import dataclasses
-import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -30,18 +29,15 @@ from vans.data.schema import VNEPSample
 from vans.errors import VansError
 from vans.models.checkpoint import (
     VANSSettings,
-    check_checkpoint_dir,
-    load_settings,
     save_checkpoint,
 )
 from vans.models.prompting import format_target
 from vans.models.vlm import LORA_DIR, Reasoner
 from vans.training.config import ConfigError, TrainConfig
+from vans.training.stage_io import CopiedPart, LazyItems, load_start
 
 IGNORE_INDEX = -100
 """Label of tokens that carry no loss (prompt, video, padding), as in transformers."""
-
-T = TypeVar("T")
 
 
 @dataclass
@@ -104,51 +100,6 @@ class SFTVLMConfig:
             problems.append(f"max_target_tokens must be >= 1, got {self.max_target_tokens}")
         if problems:
             raise ConfigError("invalid sft-vlm config: " + "; ".join(problems))
-
-
-# --------------------------------------------------------------------------- pieces shared
-# with the VDM stage (vans.training.sft_vdm)
-
-
-class LazyItems(Sequence[T], Generic[T]):
-    """A map-style data set whose item i is `build(i)`, made on access. With `cache`, each
-    item is made once and kept in memory (for data sets that fit in RAM, like the toy
-    world's); DataLoader workers then each keep their own cache for the whole run."""
-
-    def __init__(self, size: int, build: Callable[[int], T], cache: bool = False) -> None:
-        self._build = build
-        self._cache: list[T | None] | None = [None] * size if cache else None
-        self._size = size
-
-    def __len__(self) -> int:
-        return self._size
-
-    def __getitem__(self, index: int) -> T:  # type: ignore[override]
-        if not 0 <= index < self._size:
-            raise IndexError(f"item {index} of {self._size}")
-        if self._cache is None:
-            return self._build(index)
-        item = self._cache[index]
-        if item is None:
-            item = self._cache[index] = self._build(index)
-        return item
-
-
-class CopiedPart:
-    """Stands in for a model in `save_checkpoint`: "saving" it copies its directory as it
-    is. A stage saves the model it does not train this way, without loading it."""
-
-    def __init__(self, source: Path) -> None:
-        self.source = Path(source)
-
-    def save_pretrained(self, path: str | Path) -> Path:
-        return Path(shutil.copytree(self.source, path))
-
-
-def load_start(checkpoint: str | Path) -> tuple[Path, VANSSettings]:
-    """A stage's starting checkpoint directory (checked) and its settings."""
-    path = check_checkpoint_dir(checkpoint)
-    return path, load_settings(path)
 
 
 # --------------------------------------------------------------------------- the math
