@@ -38,6 +38,7 @@ test-all: lint
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_toyworld.py
 	$(BIN)/python benchmarks/predict_latency.py
+	$(BIN)/python benchmarks/bench_training.py
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache .ruff_cache

@@ -13,6 +13,7 @@ from rich.console import Console
 
 from vans.cli.data import data_app
 from vans.cli.demo import demo
+from vans.cli.embedder import train_embedder
 from vans.cli.eval import eval_command
 from vans.cli.predict import init_tiny, predict
 from vans.cli.train import train_app
@@ -27,6 +28,7 @@ app = typer.Typer(
 )
 app.add_typer(data_app, name="data")
 app.add_typer(train_app, name="train")
+train_app.command("embedder")(train_embedder)
 app.command()(demo)
 app.command("init-tiny")(init_tiny)
 app.command()(predict)
