@@ -69,4 +69,7 @@ def results_markdown(results: Sequence[EvalResult]) -> str:
 
 
 def _num(value: float | None, digits: int) -> str:
-    return "–" if value is None else f"{value:.{digits}f}"
+    if value is None:
+        return "–"
+    # A Fréchet distance of identical sets can come out as -1e-12: print 0, not -0.00.
+    return f"{0.0 if abs(value) < 0.5 * 10**-digits else value:.{digits}f}"

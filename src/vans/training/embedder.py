@@ -10,7 +10,6 @@ clip's frames, which augments the data and keeps a step cheap.
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from vans.data.video import read_video
 from vans.errors import VansError
 from vans.evaluation.embedders import VideoTextEmbedder
 from vans.evaluation.toy_embedder import ToyEmbedder, ToyEmbedderConfig, build_vocab, words
+from vans.training.loop import lr_factor
 
 MANIFEST_NAME = "manifest.jsonl"
 
@@ -325,7 +325,7 @@ def _optimise(
         lr=config.lr,
     )
     schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: _lr_factor(step, config.warmup_steps, config.steps)
+        optimizer, lambda step: lr_factor(step, "cosine", config.warmup_steps, config.steps)
     )
     ids, mask = embedder.tokenize(captions)
     # Pairs with the same caption or event are positives of each other, whatever the wording.
@@ -366,14 +366,6 @@ def _ids(values: list[str]) -> torch.Tensor:
 def _equal(ids: torch.Tensor) -> torch.Tensor:
     """(B,) ids -> (B, B) bool: True where two rows have the same id."""
     return ids.unsqueeze(1) == ids.unsqueeze(0)
-
-
-def _lr_factor(step: int, warmup: int, total: int) -> float:
-    """Linear warm-up to 1, then cosine decay to 0 at `total`."""
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
 def _manifest_path(data: Path) -> Path:
