@@ -16,7 +16,8 @@ from rich.console import Console
 from vans.cli.loading import quiet_model_libraries
 
 train_app = typer.Typer(
-    help="Train: SFT of the reasoner (VLM) and of the renderer (VDM).", no_args_is_help=True
+    help="Train: SFT of the reasoner (VLM) and of the renderer (VDM); the toy-world embedder.",
+    no_args_is_help=True,
 )
 console = Console(soft_wrap=True)
 
