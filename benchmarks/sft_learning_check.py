@@ -125,11 +125,24 @@ def prepare(workdir: Path) -> dict[str, Path]:
     return paths
 
 
-def run(stage_cls, build, config_file: Path, overrides: list[str]) -> tuple[object, Path]:
-    config = load_config(stage_cls, config_file, overrides)
-    task = build(config)
-    train(task, config.train, resume=True, console=console)
-    return task, Path(config.train.out_dir) / FINAL_DIR
+def before_and_after(
+    stage_cls, build, config_file: Path, overrides: list[str], start: Path, steps: int, score
+) -> tuple[list[tuple[str, float, float]], Path]:
+    """Held-out loss and `score(checkpoint)` of the stage's starting checkpoint, then train the
+    stage for `steps` and measure its final checkpoint the same way."""
+
+    def measure(name: str, checkpoint: Path) -> tuple[str, float, float]:
+        task = build(load_config(stage_cls, config_file, [*overrides, f"checkpoint={checkpoint}"]))
+        return name, held_out_loss(task), score(checkpoint)
+
+    rows = [measure("untrained", start)]
+    config = load_config(
+        stage_cls, config_file, [*overrides, f"checkpoint={start}", f"train.steps={steps}"]
+    )
+    train(build(config), config.train, resume=True, console=console)
+    final = Path(config.train.out_dir) / FINAL_DIR
+    rows.append(measure("SFT", final))
+    return rows, final
 
 
 def main() -> None:
@@ -151,45 +164,24 @@ def main() -> None:
     eval_manifest = paths["eval"] / "manifest.jsonl"
     pairs_manifest = paths["pairs"] / "manifest.jsonl"
 
-    vlm_overrides = [*data, f"train.out_dir={args.workdir / 'sft_vlm'}"]
-    before = build_sft_vlm_task(
-        load_config(
-            SFTVLMConfig, CONFIGS / "sft_vlm.yaml", [*vlm_overrides, f"checkpoint={paths['init']}"]
-        )
-    )
-    vlm_rows = [("untrained", held_out_loss(before), caption_rouge(paths["init"], eval_manifest))]
-    _, vlm_final = run(
+    vlm_rows, vlm_final = before_and_after(
         SFTVLMConfig,
         build_sft_vlm_task,
         CONFIGS / "sft_vlm.yaml",
-        [*vlm_overrides, f"checkpoint={paths['init']}", f"train.steps={args.vlm_steps}"],
+        [*data, f"train.out_dir={args.workdir / 'sft_vlm'}"],
+        paths["init"],
+        args.vlm_steps,
+        lambda checkpoint: caption_rouge(checkpoint, eval_manifest),
     )
-    after = build_sft_vlm_task(
-        load_config(
-            SFTVLMConfig, CONFIGS / "sft_vlm.yaml", [*vlm_overrides, f"checkpoint={vlm_final}"]
-        )
-    )
-    vlm_rows.append(("SFT", held_out_loss(after), caption_rouge(vlm_final, eval_manifest)))
-
-    vdm_overrides = [*data, f"train.out_dir={args.workdir / 'sft_vdm'}"]
-    before = build_sft_vdm_task(
-        load_config(
-            SFTVDMConfig, CONFIGS / "sft_vdm.yaml", [*vdm_overrides, f"checkpoint={vlm_final}"]
-        )
-    )
-    vdm_rows = [("untrained", held_out_loss(before), right_object_rate(vlm_final, pairs_manifest))]
-    _, vdm_final = run(
+    vdm_rows, _ = before_and_after(
         SFTVDMConfig,
         build_sft_vdm_task,
         CONFIGS / "sft_vdm.yaml",
-        [*vdm_overrides, f"checkpoint={vlm_final}", f"train.steps={args.vdm_steps}"],
+        [*data, f"train.out_dir={args.workdir / 'sft_vdm'}"],
+        vlm_final,
+        args.vdm_steps,
+        lambda checkpoint: right_object_rate(checkpoint, pairs_manifest),
     )
-    after = build_sft_vdm_task(
-        load_config(
-            SFTVDMConfig, CONFIGS / "sft_vdm.yaml", [*vdm_overrides, f"checkpoint={vdm_final}"]
-        )
-    )
-    vdm_rows.append(("SFT", held_out_loss(after), right_object_rate(vdm_final, pairs_manifest)))
 
     print(f"\nSFT-VLM ({args.vlm_steps} steps), {eval_manifest}")
     print(f"  {'model':<10} {'held-out loss':>14} {'ROUGE-L (' + DEFAULT_ROUGE_VARIANT + ')':>18}")

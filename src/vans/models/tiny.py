@@ -58,16 +58,7 @@ def train_reasoner_tokenizer(
     texts: Iterable[str], vocab_size: int = 1024
 ) -> PreTrainedTokenizerFast:
     """A byte-level BPE tokenizer with Qwen2.5-VL's special tokens (any text encodes)."""
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=list(QWEN_SPECIAL_TOKENS),
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(texts, trainer)
+    tok = _byte_level_bpe(texts, vocab_size, QWEN_SPECIAL_TOKENS)
     return PreTrainedTokenizerFast(
         tokenizer_object=tok,
         eos_token="<|im_end|>",
@@ -106,17 +97,7 @@ CLIP_SPECIAL_TOKENS = ("<|startoftext|>", "<|endoftext|>")
 
 def train_clip_tokenizer(texts: Iterable[str], vocab_size: int = 512) -> PreTrainedTokenizerFast:
     """A lowercasing byte-level BPE wrapped in <|startoftext|> ... <|endoftext|>, as CLIP's."""
-    tok = Tokenizer(models.BPE())
-    tok.normalizer = normalizers.Lowercase()
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=list(CLIP_SPECIAL_TOKENS),
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(texts, trainer)
+    tok = _byte_level_bpe(texts, vocab_size, CLIP_SPECIAL_TOKENS, lowercase=True)
     bos, eos = (tok.token_to_id(t) for t in CLIP_SPECIAL_TOKENS)
     tok.post_processor = processors.TemplateProcessing(
         single="<|startoftext|> $A <|endoftext|>",
@@ -128,3 +109,22 @@ def train_clip_tokenizer(texts: Iterable[str], vocab_size: int = 512) -> PreTrai
         eos_token="<|endoftext|>",
         pad_token="<|endoftext|>",
     )
+
+
+def _byte_level_bpe(
+    texts: Iterable[str], vocab_size: int, special_tokens: Iterable[str], lowercase: bool = False
+) -> Tokenizer:
+    """A byte-level BPE (every text encodes) trained on `texts`, with `special_tokens` first."""
+    tok = Tokenizer(models.BPE())
+    if lowercase:
+        tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=list(special_tokens),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer)
+    return tok
