@@ -22,13 +22,17 @@ console = Console(soft_wrap=True)
 def init_tiny(
     out: Annotated[Path, typer.Option(help="Checkpoint directory to write.")],
     seed: Annotated[int, typer.Option(help="Seed of the random weights.")] = 0,
+    preset: Annotated[
+        str,
+        typer.Option(help="Renderer sizes: tiny (tests, fastest) or toy (learns the toy world)."),
+    ] = "tiny",
 ) -> None:
     """Write a tiny random VANS checkpoint (real Qwen2.5-VL + Wan2.1 classes, toy tokenizers)."""
     quiet_model_libraries()
     from vans.models.checkpoint import init_tiny as write_tiny_checkpoint
 
     with console.status("training tokenizers and building tiny models"):
-        path = write_tiny_checkpoint(out, seed=seed)
+        path = write_tiny_checkpoint(out, seed=seed, preset=preset)
     console.print(f"tiny checkpoint: {path}", markup=False, highlight=False)
 
 

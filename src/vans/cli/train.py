@@ -16,7 +16,10 @@ from rich.console import Console
 from vans.cli.loading import quiet_model_libraries
 
 train_app = typer.Typer(
-    help="Train: SFT of the reasoner (VLM) and of the renderer (VDM); the toy-world embedder.",
+    help=(
+        "Train: SFT of the reasoner (VLM) and of the renderer (VDM); a toy renderer's VAE; "
+        "the toy-world embedder."
+    ),
     no_args_is_help=True,
 )
 console = Console(soft_wrap=True)
@@ -74,3 +77,13 @@ def sft_vdm(overrides: Overrides = None, config: ConfigFile = None, resume: Resu
     from vans.training.sft_vdm import SFTVDMConfig, build_sft_vdm_task
 
     run_stage(SFTVDMConfig, build_sft_vdm_task, config, overrides, resume)
+
+
+@train_app.command("vae")
+def vae(overrides: Overrides = None, config: ConfigFile = None, resume: Resume = False) -> None:
+    """Train a toy renderer's VAE as an autoencoder of the clips it will render (the real
+    Wan2.1 VAE comes pretrained; VANS does not train it)."""
+    quiet_model_libraries()
+    from vans.training.vae import VAEConfig, build_vae_task
+
+    run_stage(VAEConfig, build_vae_task, config, overrides, resume)

@@ -137,6 +137,27 @@ def parse_output(text: str) -> ParsedOutput:
     )
 
 
+def segment_spans(text: str) -> dict[str, tuple[int, int]]:
+    """Character spans `[start, end)` of the blocks of a generated answer, tags included:
+    "think" from the first [Think] to the [/Think] after it, "answer" from the first [Ans]
+    to the [/Ans] after it; a block whose closing tag is missing runs to the next tag (or
+    the end of the text); a block without its opening tag is absent. For segment-aware
+    advantages: the tokens of each span are judged by the rewards of that segment."""
+    tags = list(_TAG.finditer(text))
+    spans: dict[str, tuple[int, int]] = {}
+    for segment, name in (("think", "think"), ("answer", "ans")):
+        opening = next(
+            (i for i, m in enumerate(tags) if m.group(2).lower() == name and not m.group(1)), None
+        )
+        if opening is None:
+            continue
+        later = tags[opening + 1 :]
+        closing = next((m for m in later if m.group(2).lower() == name and m.group(1)), None)
+        end = closing.end() if closing else (later[0].start() if later else len(text))
+        spans[segment] = (tags[opening].start(), end)
+    return spans
+
+
 def _block_after(text: str, tags: list, index: int) -> str:
     """The text after tag `index` up to the next tag (or the end), stripped."""
     end = tags[index + 1][0] if index + 1 < len(tags) else len(text)

@@ -90,6 +90,12 @@ def reference_indices(num_latent_frames: int, n: int) -> list[int]:
     return [i * (num_latent_frames - 1) // (n - 1) for i in range(n)]
 
 
+def video_to_unit(frames: torch.Tensor) -> torch.Tensor:
+    """uint8 frames (..., T, H, W, 3) -> float32 (..., 3, T, H, W) in [-1, 1], the VAE's
+    input; the inverse of `video_to_uint8`."""
+    return frames.movedim(-1, -4).float() / 255 * 2 - 1
+
+
 def video_to_uint8(video: torch.Tensor) -> torch.Tensor:
     """Decoded video (B, 3, T, H, W) in [-1, 1] -> uint8 frames (B, T, H, W, 3)."""
     pixels = ((video.float() + 1) / 2 * 255).round().clamp(0, 255).to(torch.uint8)
@@ -436,7 +442,7 @@ class Renderer:
             )
         frames = frames[: (t - 1) // self.temporal_scale * self.temporal_scale + 1]
         vae_param = next(self.vae.parameters())
-        x = frames.to(vae_param.device).permute(3, 0, 1, 2).unsqueeze(0).float() / 255 * 2 - 1
+        x = video_to_unit(frames.to(vae_param.device)).unsqueeze(0)
         z = self.vae.encode(x.to(vae_param.dtype)).latent_dist.mode().float()
         mean, inv_std = self._latent_stats(z)
         return (z - mean) * inv_std

@@ -216,13 +216,12 @@ def train(
             step = state.step
             last = step == config.steps
             eval_due = config.eval_every > 0 and (step % config.eval_every == 0 or last)
-            eval_loss = _eval_loss(task, model, config, accelerator, autocast) if eval_due else None
+            evaluated = _evaluate(task, model, config, accelerator, autocast) if eval_due else {}
             row = None
             if step % config.log_every == 0 or last or eval_due:
                 row = _metrics_row(pending, step, lr, config.batch_size)
                 row["epoch"] = state.samples_seen / len(dataset)
-                if eval_loss is not None and not math.isnan(eval_loss):
-                    row["eval_loss"] = eval_loss
+                row.update({f"eval_{key}": value for key, value in evaluated.items()})
                 logger.write(row)
                 pending = []
             advance(row)
@@ -387,23 +386,25 @@ def _mean_over_processes(values: dict[str, float], accelerator: Accelerator) -> 
 
 
 @torch.no_grad()
-def _eval_loss(
+def _evaluate(
     task: TrainTask,
     model: torch.nn.Module,
     config: TrainConfig,
     accelerator: Accelerator,
     autocast: Any,
-) -> float:
-    """Mean loss over the first `eval_samples` held-out items, each with a fixed seed, split
-    over processes; NaN without an eval set."""
+) -> dict[str, float]:
+    """Every scalar of `task.evaluate` (if the task has one, else `task.loss`: the loss and
+    what it reports beside it), averaged over the first `eval_samples` held-out items, each
+    with a fixed seed, split over processes; empty without an eval set."""
     items = task.eval_dataset()
     count = min(len(items), config.eval_samples) if items is not None else 0
     if count == 0:
-        return math.nan
+        return {}
     world, rank = accelerator.num_processes, accelerator.process_index
     mine = list(range(rank, count, world))
     size = config.batch_size // (config.grad_accum * world)
-    total = torch.zeros(2, dtype=torch.float64)
+    score = getattr(task, "evaluate", task.loss)
+    sums: dict[str, float] = {}
     model.eval()
     for i in range(0, len(mine), size):
         chunk = mine[i : i + size]
@@ -411,12 +412,15 @@ def _eval_loss(
             [items[j] for j in chunk], [sample_seed(config.seed, j, _EVAL_STREAM) for j in chunk]
         )
         with autocast():
-            loss = task.loss(model, send_to_device(batch, accelerator.device))["loss"]
-        total += torch.tensor([float(loss) * len(chunk), len(chunk)], dtype=torch.float64)
+            out = score(model, send_to_device(batch, accelerator.device))
+        for key, value in out.items():
+            sums[key] = sums.get(key, 0.0) + float(torch.as_tensor(value)) * len(chunk)
     model.train()
+    keys = sorted(sums)
+    total = torch.tensor([sums[k] for k in keys] + [len(mine)], dtype=torch.float64)
     if world > 1:
         total = accelerator.reduce(total.to(accelerator.device), "sum").cpu()
-    return float(total[0] / total[1])
+    return {key: float(total[i] / total[-1]) for i, key in enumerate(keys)}
 
 
 class _MetricsLogger:

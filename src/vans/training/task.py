@@ -43,6 +43,10 @@ class TrainTask(Protocol):
         model's device; `model` may be DDP-wrapped."""
         ...
 
+    # Optional: `evaluate(model, batch) -> dict[str, Tensor]`, the scalars logged as
+    # `eval_<name>` on held-out items (no gradients, model in eval mode); without it the
+    # loop evaluates `loss`. An RL stage reports its held-out rewards this way.
+
     def save_pretrained(self, model: torch.nn.Module, out: Path) -> None:
         """Write the trained (unwrapped) model to `out` in the project's checkpoint layout,
         so `vans predict --checkpoint out` and the next stage can load it."""

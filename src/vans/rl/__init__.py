@@ -1,0 +1,1 @@
+"""Reinforcement learning for VANS: GRPO math, Flow-GRPO sampling and the Joint-GRPO stages."""
