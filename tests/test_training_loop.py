@@ -30,6 +30,7 @@ from vans.training.loop import (
     epoch_permutation,
     lr_factor,
     micro_batch_positions,
+    nan_mean,
     sample_seed,
     train,
 )
@@ -419,3 +420,9 @@ def test_cli_stage_reads_config_and_overrides(tmp_path: Path, monkeypatch) -> No
     result = CliRunner().invoke(app, ["train", "sft-vdm", "train.step=3"])
     assert isinstance(result.exception, ConfigError)
     assert "train.step: unknown field (did you mean 'steps'?)" in str(result.exception)
+
+
+def test_nan_mean_leaves_out_what_a_batch_could_not_compute():
+    assert nan_mean([1.0, math.nan, 3.0]) == 2.0
+    assert nan_mean([1.0, math.nan, 4.0], [1.0, 5.0, 2.0]) == pytest.approx((1 + 8) / 3)
+    assert math.isnan(nan_mean([math.nan, math.nan]))

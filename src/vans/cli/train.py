@@ -17,8 +17,8 @@ from vans.cli.loading import quiet_model_libraries
 
 train_app = typer.Typer(
     help=(
-        "Train: SFT of the reasoner (VLM) and of the renderer (VDM); a toy renderer's VAE; "
-        "the toy-world embedder."
+        "Train: SFT of the reasoner (VLM) and of the renderer (VDM), Joint-GRPO; a toy "
+        "renderer's VAE; the toy-world embedder."
     ),
     no_args_is_help=True,
 )
@@ -87,3 +87,31 @@ def vae(overrides: Overrides = None, config: ConfigFile = None, resume: Resume =
     from vans.training.vae import VAEConfig, build_vae_task
 
     run_stage(VAEConfig, build_vae_task, config, overrides, resume)
+
+
+@train_app.command("joint-grpo")
+def joint_grpo(
+    stage: Annotated[
+        int,
+        typer.Option(
+            "--stage",
+            min=1,
+            max=2,
+            help="1: GRPO on the reasoner with video rewards (renderer frozen); "
+            "2: Flow-GRPO on the renderer with anchor captions (reasoner frozen).",
+        ),
+    ],
+    overrides: Overrides = None,
+    config: ConfigFile = None,
+    resume: Resume = False,
+) -> None:
+    """Joint-GRPO (paper: Stage 1 800 steps, Stage 2 1K steps; G 8, lr 5e-5, beta 0.004)."""
+    quiet_model_libraries()
+    if stage == 1:
+        from vans.training.joint_grpo_vlm import JointGRPOVLMConfig, build_joint_grpo_vlm_task
+
+        run_stage(JointGRPOVLMConfig, build_joint_grpo_vlm_task, config, overrides, resume)
+    else:
+        from vans.training.joint_grpo_vdm import JointGRPOVDMConfig, build_joint_grpo_vdm_task
+
+        run_stage(JointGRPOVDMConfig, build_joint_grpo_vdm_task, config, overrides, resume)

@@ -554,7 +554,7 @@ class Renderer:
                 progress(i + 1, total)
         return latents
 
-    def _check_render_args(
+    def check_render_args(
         self,
         captions: Sequence[str],
         num_reference: int,
@@ -606,7 +606,7 @@ class Renderer:
         All captions share one batch, one reference video (encoded once) and one noise
         tensor drawn with `seed`. `timings` receives text_encode, vae_encode and denoise.
         """
-        self._check_render_args(captions, num_reference, num_frames, height, width, steps)
+        self.check_render_args(captions, num_reference, num_frames, height, width, steps)
         with maybe_stage(timings, "text_encode"):
             prompt_embeds = self.encode_prompts(captions)
             negative_embeds = None

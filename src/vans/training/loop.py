@@ -191,7 +191,7 @@ def train(
         while state.step < config.steps:
             began = time.perf_counter()
             lr = scheduler.get_last_lr()[0]
-            sums: dict[str, float] = {}
+            values: dict[str, list[float]] = {}
             for _ in range(config.grad_accum):
                 batch = send_to_device(next(micro_batches), accelerator.device)
                 with autocast():
@@ -199,7 +199,7 @@ def train(
                 (out["loss"] / config.grad_accum).backward()
                 for key, value in out.items():
                     value = float(torch.as_tensor(value).detach())
-                    sums[key] = sums.get(key, 0.0) + value / config.grad_accum
+                    values.setdefault(key, []).append(value)
                 del batch, out
             _average_gradients(params, accelerator)
             grad_norm = _clip(params, config.max_grad_norm)
@@ -207,7 +207,7 @@ def train(
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             state = TrainState(state.step + 1, state.samples_seen + config.batch_size, world)
-            scalars = _mean_over_processes(sums, accelerator)
+            scalars = _mean_over_processes(values, accelerator)
             took = time.perf_counter() - began
             seconds += took
             losses.append(scalars["loss"])
@@ -371,18 +371,42 @@ def _metrics_row(
     last step, and the throughput of those steps."""
     keys = [k for k in pending[0] if k != "seconds"]
     row: dict[str, float] = {"step": step}
-    row.update({k: sum(p[k] for p in pending) / len(pending) for k in keys})
+    row.update({k: nan_mean([p[k] for p in pending]) for k in keys})
     row["lr"] = lr
     row["samples_per_s"] = len(pending) * batch_size / sum(p["seconds"] for p in pending)
     return row
 
 
-def _mean_over_processes(values: dict[str, float], accelerator: Accelerator) -> dict[str, float]:
+def nan_mean(values: list[float], weights: list[float] | None = None) -> float:
+    """The (weighted) mean of the values that are not NaN; NaN if there are none. A scalar a
+    task cannot compute for some batch (e.g. a reward of an RL step whose prompts were all
+    skipped) is NaN there and must not erase the other batches' values."""
+    weights = weights or [1.0] * len(values)
+    kept = [(v, w) for v, w in zip(values, weights, strict=True) if not math.isnan(v)]
+    total = sum(w for _, w in kept)
+    return sum(v * w for v, w in kept) / total if total else math.nan
+
+
+def _mean_over_processes(
+    values: dict[str, list[float]],
+    accelerator: Accelerator,
+    weights: list[float] | None = None,
+) -> dict[str, float]:
+    """Each key's `nan_mean` over its values on every process (all processes hold the same
+    keys and equally many values)."""
     keys = sorted(values)
-    tensor = torch.tensor([values[k] for k in keys], dtype=torch.float64)
+    rows = []
+    for key in keys:
+        w = weights or [1.0] * len(values[key])
+        kept = sum(x for v, x in zip(values[key], w, strict=True) if not math.isnan(v))
+        rows.append([nan_mean(values[key], w) * kept if kept else 0.0, kept])
+    sums = torch.tensor(rows, dtype=torch.float64).reshape(len(keys), 2)
     if accelerator.num_processes > 1:
-        tensor = accelerator.reduce(tensor.to(accelerator.device), "mean").cpu()
-    return dict(zip(keys, tensor.tolist(), strict=True))
+        sums = accelerator.reduce(sums.to(accelerator.device), "sum").cpu()
+    return {
+        key: (total / kept if kept else math.nan)
+        for key, (total, kept) in zip(keys, sums.tolist(), strict=True)
+    }
 
 
 @torch.no_grad()
@@ -404,7 +428,8 @@ def _evaluate(
     mine = list(range(rank, count, world))
     size = config.batch_size // (config.grad_accum * world)
     score = getattr(task, "evaluate", task.loss)
-    sums: dict[str, float] = {}
+    values: dict[str, list[float]] = {}
+    weights: list[float] = []
     model.eval()
     for i in range(0, len(mine), size):
         chunk = mine[i : i + size]
@@ -414,13 +439,10 @@ def _evaluate(
         with autocast():
             out = score(model, send_to_device(batch, accelerator.device))
         for key, value in out.items():
-            sums[key] = sums.get(key, 0.0) + float(torch.as_tensor(value)) * len(chunk)
+            values.setdefault(key, []).append(float(torch.as_tensor(value)))
+        weights.append(float(len(chunk)))
     model.train()
-    keys = sorted(sums)
-    total = torch.tensor([sums[k] for k in keys] + [len(mine)], dtype=torch.float64)
-    if world > 1:
-        total = accelerator.reduce(total.to(accelerator.device), "sum").cpu()
-    return {key: float(total[i] / total[-1]) for i, key in enumerate(keys)}
+    return _mean_over_processes(values, accelerator, weights)
 
 
 class _MetricsLogger:

@@ -1,0 +1,1 @@
+"""Rewards of Joint-GRPO (SPEC §2): format, caption ROUGE-L, video and caption similarities."""

@@ -1,0 +1,463 @@
+"""Joint-GRPO Stage 2: Flow-GRPO on the renderer's DiT, the reasoner frozen as the anchor
+(SPEC §2; `vans train joint-grpo --stage 2`).
+
+Per prompt of a batch (a training sample), everything random drawn from the prompt's seed:
+
+1. Anchor. The frozen reasoner writes `anchor_tries` answers to the question in one batched
+   call; the first whose caption has ROUGE-L >= `anchor_min_rouge` (paper: 0.6) against the
+   ground-truth caption is the anchor ("discarded and regenerated"). If none passes, the
+   prompt is skipped: it adds 0 to the loss, like a group whose rewards are all equal.
+2. Rollouts. G videos of the anchor caption with Flow-GRPO's SDE sampler
+   (`rl.flow_grpo.sample_trajectory`): reference latents of the input video and CFG with the
+   checkpoint's negative prompt, exactly as at inference, every step's log-prob recorded.
+3. Rewards. r_v2 = CLIP-V of each video against the ground-truth next event, r_c2 = CLIP-T
+   of each video against the anchor caption; each is z-scored within the group, weighted
+   and summed (`joint_grpo.segment_advantages`): one advantage per video.
+4. Loss. For the trained steps j (`train_step_indices`), re-scored under the loop's model
+   with gradients: ratio = exp(log p(x_j+1 | x_j) - recorded log p), PPO-clip with the
+   advantages, plus beta * KL(step || reference step) (`sde_kl`), the reference being the
+   DiT the task started from (a snapshot taken before a resume loads weights). Averaged
+   over steps and videos; summed over the scored prompts and divided by the batch's prompt
+   count, so every process's equal shard weighs the same.
+
+The loop takes one optimizer step per batch of fresh rollouts, so every update is the first
+on-policy one: the ratio is exactly 1, the clip never binds and the gradient is
+A * grad log p. `ratio/min` and `ratio/max` are logged to catch a mismatch between sampling
+and re-scoring (SPEC §6). `video/frame_diff`, the mean absolute change between consecutive
+frames, falls towards 0 when the renderer learns static videos: the reward hacking the paper
+sees without r_c2 (`grpo.reward_weights: {r_c2: 0}`).
+
+Memory: the gradient graph of every trained step of every prompt of a micro-batch is held
+until the loop's backward; `gradient_checkpointing`, a smaller `flow.timestep_fraction` or
+more `train.grad_accum` bound it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vans.data.manifest import load_manifest
+from vans.data.schema import VNEPSample
+from vans.evaluation.embedders import load_embedder
+from vans.models.checkpoint import VANSSettings, save_checkpoint
+from vans.models.flow_matching import sde_kl
+from vans.models.vdm import Renderer, video_to_uint8
+from vans.models.vlm import LORA_DIR, Reasoner, SamplingConfig
+from vans.rewards.vans import RewardInputs, caption_rewards, captions_of, stage2_rewards
+from vans.rl.flow_grpo import (
+    Conditioning,
+    FlowGRPOConfig,
+    Trajectory,
+    group_noise,
+    reference_step_log_prob,
+    sample_trajectory,
+    step_log_prob,
+    train_step_indices,
+    use_transformer,
+)
+from vans.rl.grpo import clipped_surrogate
+from vans.rl.reference import ReferenceWeights
+from vans.training.config import ConfigError, TrainConfig
+from vans.training.joint_grpo import (
+    GRPOConfig,
+    collate_prompts,
+    prompt_items,
+    reward_statistics,
+    segment_advantages,
+)
+from vans.training.loop import sample_seed
+from vans.training.stage_io import CopiedPart, load_start
+
+# Purposes of the seeds derived from a prompt's seed (`sample_seed(seed, purpose)`).
+_ANCHOR, _NOISE, _SDE, _STEPS = range(4)
+# Logged per scored group; NaN when a batch has none (every process logs the same keys).
+_GROUP_KEYS = ("anchor/rouge", "video/frame_diff")
+_CLIP_KEYS = ("clip_ratio/low_mean", "clip_ratio/high_mean", "clip_ratio/region_mean")
+"""The fractions `clipped_surrogate` reports."""
+
+
+@dataclass
+class JointGRPOVDMConfig:
+    """Joint-GRPO Stage 2 (`vans train joint-grpo --stage 2`): Flow-GRPO on the renderer's
+    DiT, anchored by the frozen reasoner. Sizes, reference conditioning, timestep shift and
+    negative prompt are the starting checkpoint's (vans.yaml), as at inference."""
+
+    checkpoint: str
+    """VANS checkpoint to start from: the SFT model (vans.yaml, vlm/, vdm/)."""
+    train_manifest: str
+    """RL samples (JSONL manifest; paper: about 1K curated samples)."""
+    embedder: str
+    """Directory of the reward embedder (`load_embedder`): CLIP ViT-B/32 (paper) or a
+    toy-world embedder from `vans train embedder`."""
+    eval_manifest: str | None = None
+    """Held-out samples whose rewards are logged as eval_* (`evaluate`); None: none."""
+    grpo: GRPOConfig = field(default_factory=GRPOConfig)
+    """Group size, KL weight, clip range, reward normalisation and weights."""
+    flow: FlowGRPOConfig = field(default_factory=FlowGRPOConfig)
+    """SDE sampling of the rollouts and which steps train."""
+    anchor_min_rouge: float = 0.6
+    """An anchor caption needs ROUGE-L >= this against the ground truth (paper: 0.6)."""
+    anchor_tries: int = 4
+    """Captions the reasoner writes per prompt (one batched call) to find an anchor; the
+    first that passes is used. Not stated in the paper."""
+    anchor_sampling: SamplingConfig | None = None
+    """How the reasoner samples anchor captions; None: the checkpoint's `sampling`."""
+    gradient_checkpointing: bool = False
+    """Recompute DiT block activations in the backward pass (less memory, slower)."""
+    cache_items: bool = False
+    """Keep every decoded sample (input views, target clip) in memory after its first use:
+    for small sets such as the toy world's or the paper's 1K RL samples at low resolution."""
+    train: TrainConfig = field(default_factory=TrainConfig)
+    """The generic training settings (steps, batch size = prompts per step, lr, ...)."""
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.anchor_tries < 1:
+            problems.append(f"anchor_tries must be >= 1, got {self.anchor_tries}")
+        if not self.anchor_min_rouge >= 0:
+            problems.append(f"anchor_min_rouge must be >= 0, got {self.anchor_min_rouge}")
+        if problems:
+            raise ConfigError("invalid joint-grpo stage 2 config: " + "; ".join(problems))
+
+
+@dataclass(frozen=True)
+class Anchor:
+    """The caption the frozen reasoner wrote for a prompt."""
+
+    caption: str | None
+    """The first caption with ROUGE-L >= `anchor_min_rouge`; None if none passed."""
+    rouge: float
+    """Its ROUGE-L (the best of the tries when none passed)."""
+    tries: int
+    """Captions looked at: the passing one's position + 1, or all of them."""
+
+
+@dataclass
+class Group:
+    """A scored group of G rollouts of one prompt."""
+
+    anchor: Anchor
+    seed: int
+    """The prompt's seed."""
+    conditioning: Conditioning
+    trajectory: Trajectory
+    videos: torch.Tensor
+    """uint8 (G, T, H, W, 3), on CPU."""
+    rewards: dict[str, torch.Tensor]
+    """(G,) per reward name."""
+    advantages: torch.Tensor
+    """(G,) the weighted sum of the group-normalised rewards."""
+
+
+def frame_diff(videos: torch.Tensor) -> torch.Tensor:
+    """Mean absolute difference between consecutive frames of uint8 (B, T, H, W, 3) videos,
+    in [0, 1] pixel units (0 for a static video)."""
+    if videos.shape[1] < 2:
+        return torch.zeros(())
+    pixels = videos.float() / 255
+    return (pixels[:, 1:] - pixels[:, :-1]).abs().mean()
+
+
+class JointGRPOVDMTask:
+    """The `TrainTask` of Joint-GRPO Stage 2; see the module docstring."""
+
+    def __init__(
+        self,
+        config: JointGRPOVDMConfig,
+        renderer: Renderer,
+        reasoner: Reasoner,
+        settings: VANSSettings,
+        start: Path,
+        train_samples: Sequence[VNEPSample],
+        eval_samples: Sequence[VNEPSample] | None,
+    ) -> None:
+        self.config = config
+        self.renderer = renderer
+        self.reasoner = reasoner
+        self.settings = settings
+        self.start = start
+        self.sampling = config.anchor_sampling or settings.sampling
+        # The checkpoint's scheduler is saved as it came; rollouts use the settings' shift.
+        self._scheduler = renderer.scheduler
+        renderer.set_shift(settings.flow_shift)
+        renderer.vae.requires_grad_(False).eval()
+        renderer.text_encoder.requires_grad_(False).eval()
+        reasoner.model.requires_grad_(False).eval()
+        renderer.transformer.requires_grad_(True)
+        if config.gradient_checkpointing:
+            renderer.transformer.enable_gradient_checkpointing()
+        self.model: torch.nn.Module = renderer.transformer
+        self.reference = ReferenceWeights(self.model) if config.grpo.beta > 0 else None
+        self._set_embedder(torch.device("cpu"))
+        config.grpo.check_rewards(self.rewards)
+        self._negative_embeds: torch.Tensor | None = None
+        self._train = prompt_items(
+            train_samples, settings, settings.vlm_fps, cache=config.cache_items
+        )
+        self._eval = (
+            None
+            if eval_samples is None
+            else prompt_items(eval_samples, settings, settings.vlm_fps, cache=config.cache_items)
+        )
+
+    def train_dataset(self) -> Sequence[dict[str, Any]]:
+        return self._train
+
+    def eval_dataset(self) -> Sequence[dict[str, Any]] | None:
+        return self._eval
+
+    def collate(self, items: Sequence[dict[str, Any]], seeds: Sequence[int]) -> dict[str, Any]:
+        return collate_prompts(items, seeds)
+
+    # ------------------------------------------------------------------ placement
+
+    def _set_embedder(self, device: torch.device) -> None:
+        self.embedder = load_embedder(self.config.embedder, device=str(device))
+        self.embedder_device = device
+        self.rewards = stage2_rewards(self.embedder)
+
+    def _place(self, device: torch.device) -> None:
+        """Frozen parts follow the loop's model onto its device (the embedder to a GPU too;
+        a toy embedder stays on the CPU)."""
+        for module in (self.renderer.vae, self.renderer.text_encoder, self.reasoner.model):
+            if next(module.parameters()).device != device:
+                module.to(device)
+        if device.type != "cpu" and self.embedder_device != device:
+            self._set_embedder(device)
+
+    # ------------------------------------------------------------------ rollouts
+
+    def write_anchor(self, prompt: dict[str, Any], seed: int) -> Anchor:
+        """Sample `anchor_tries` answers in one call (seeded from the prompt's seed) and
+        take the first whose caption reaches `anchor_min_rouge`."""
+        tries = self.config.anchor_tries
+        texts = self.reasoner.generate(
+            prompt["vlm_frames"],
+            [prompt["question"]],
+            num_samples=tries,
+            sampling=self.sampling,
+            seed=sample_seed(seed, _ANCHOR),
+            fps=float(prompt["vlm_fps"]),
+        )[0]
+        scores = caption_rewards(texts, prompt["answer"])
+        for i, score in enumerate(scores):
+            if score >= self.config.anchor_min_rouge:
+                return Anchor(captions_of([texts[i]])[0], score, i + 1)
+        return Anchor(None, max(scores), tries)
+
+    @torch.no_grad()
+    def conditioning(self, prompt: dict[str, Any], caption: str) -> Conditioning:
+        """The anchor's embeddings (repeated G times), the negative prompt's when CFG is on,
+        and the input video's reference latents, computed in the encoders' own dtype."""
+        r, s = self.renderer, self.settings
+        size = self.config.grpo.group_size
+        with torch.autocast(r.device.type, enabled=False):
+            embeds = r.encode_prompts([caption])
+            negative = None
+            if self.config.flow.guidance_scale > 1:
+                if self._negative_embeds is None or self._negative_embeds.device != r.device:
+                    self._negative_embeds = r.encode_prompts([s.negative_prompt])
+                negative = self._negative_embeds
+            reference = r.prepare_reference(
+                prompt["reference_frames"], s.num_reference_frames, s.height, s.width
+            )
+        return Conditioning(embeds.expand(size, -1, -1), negative, reference)
+
+    @torch.no_grad()
+    def rollout(
+        self, model: torch.nn.Module, prompt: dict[str, Any], anchor: Anchor, seed: int
+    ) -> Group:
+        """G SDE trajectories of the anchor caption under `model`, decoded and scored."""
+        assert anchor.caption is not None
+        r, s, flow = self.renderer, self.settings, self.config.flow
+        size = self.config.grpo.group_size
+        conditioning = self.conditioning(prompt, anchor.caption)
+        with use_transformer(r, model):
+            noise = group_noise(
+                r,
+                size,
+                s.num_frames,
+                s.height,
+                s.width,
+                sample_seed(seed, _NOISE),
+                shared=flow.shared_noise,
+            )
+            generator = torch.Generator().manual_seed(sample_seed(seed, _SDE))
+            trajectory = sample_trajectory(r, noise, conditioning, flow, generator)
+        with torch.autocast(r.device.type, enabled=False):
+            videos = video_to_uint8(r.decode_latents(trajectory.final_latents)).cpu()
+        inputs = RewardInputs(
+            truth_caption=prompt["answer"],
+            videos=videos,
+            captions=[anchor.caption] * size,
+            truth_video=prompt["target_frames"].cpu(),
+        )
+        rewards = {fn.name: fn(inputs) for fn in self.rewards}
+        advantages = segment_advantages(rewards, self.rewards, self.config.grpo, by_segment=False)
+        return Group(anchor, seed, conditioning, trajectory, videos, rewards, advantages["all"])
+
+    def _groups(
+        self, model: torch.nn.Module, batch: dict[str, Any]
+    ) -> tuple[list[Anchor], list[Group]]:
+        self._place(next(model.parameters()).device)
+        anchors, groups = [], []
+        for prompt, seed in zip(batch["prompts"], batch["seeds"].tolist(), strict=True):
+            anchor = self.write_anchor(prompt, int(seed))
+            anchors.append(anchor)
+            if anchor.caption is not None:
+                groups.append(self.rollout(model, prompt, anchor, int(seed)))
+        return anchors, groups
+
+    # ------------------------------------------------------------------ loss
+
+    def _reference_means(
+        self, model: torch.nn.Module, group: Group, steps: list[int]
+    ) -> list[torch.Tensor]:
+        """The reference DiT's step means, all computed before any gradient forward: the
+        reference swap writes the weights in place, which must not happen while a graph
+        that saved them is alive."""
+        assert self.reference is not None
+        with use_transformer(self.renderer, model):
+            return [
+                reference_step_log_prob(
+                    self.renderer,
+                    group.trajectory,
+                    j,
+                    group.conditioning,
+                    self.config.flow,
+                    reference_model=self.reference.active(),
+                ).mean
+                for j in steps
+            ]
+
+    def loss(self, model: torch.nn.Module, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """The clipped policy loss (+ beta * KL) of the batch's prompts (module docstring),
+        with the rollouts' rewards, anchors, ratios, clip fractions and KL to log. Scalars
+        that need a scored prompt are NaN when every prompt was skipped."""
+        grpo, flow = self.config.grpo, self.config.flow
+        anchors, groups = self._groups(model, batch)
+        plans = []
+        for group in groups:
+            generator = torch.Generator().manual_seed(sample_seed(group.seed, _STEPS))
+            steps = train_step_indices(group.trajectory, flow.timestep_fraction, generator)
+            references = self._reference_means(model, group, steps) if grpo.beta > 0 else None
+            plans.append((group, steps, references))
+
+        total = torch.zeros((), requires_grad=True)
+        ratios, kls, clips = [], [], []
+        for group, steps, references in plans:
+            per_step = []
+            for k, j in enumerate(steps):
+                with use_transformer(self.renderer, model):
+                    out = step_log_prob(
+                        self.renderer, group.trajectory, j, group.conditioning, flow
+                    )
+                logp = out.log_prob.unsqueeze(1)
+                old = group.trajectory.steps[j].log_prob.to(logp.device).unsqueeze(1)
+                surrogate, clip = clipped_surrogate(
+                    logp,
+                    old,
+                    group.advantages.to(logp.device),
+                    torch.ones_like(logp),
+                    grpo.clip_range,
+                    grpo.eps_high,
+                )
+                step_loss = surrogate.mean()
+                if references is not None:
+                    kl = sde_kl(out.mean, references[k], out.std)
+                    kls.append(kl.detach())
+                    step_loss = step_loss + grpo.beta * kl.mean()
+                per_step.append(step_loss)
+                ratios.append(torch.exp(logp - old).detach().flatten())
+                clips.append(clip)
+            total = total + torch.stack(per_step).mean()
+        stats = self._group_stats(anchors, groups)
+        stats["loss"] = total / len(anchors)
+        stats.update(_step_stats(ratios, kls, clips, grpo.beta > 0))
+        return stats
+
+    @torch.no_grad()
+    def evaluate(self, model: torch.nn.Module, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """The held-out rollouts' rewards, anchors and frame difference, without any update.
+        "loss" is minus the mean weighted total reward (`reward/total`), so lower is better
+        as for a loss; NaN when every prompt was skipped."""
+        anchors, groups = self._groups(model, batch)
+        stats = self._group_stats(anchors, groups)
+        stats["loss"] = -stats["reward/total"]
+        return stats
+
+    def _group_stats(self, anchors: list[Anchor], groups: list[Group]) -> dict[str, torch.Tensor]:
+        stats = {
+            "anchor/skipped": torch.tensor(sum(a.caption is None for a in anchors) / len(anchors)),
+            "anchor/tries_used": torch.tensor(sum(a.tries for a in anchors) / len(anchors)),
+        }
+        if not groups:
+            # The same keys as a scored batch, so every process logs the same scalars.
+            nan = torch.full((self.config.grpo.group_size,), math.nan)
+            keys = reward_statistics(
+                [{fn.name: nan for fn in self.rewards}], self.rewards, self.config.grpo, [nan]
+            )
+            return {**stats, **{k: torch.tensor(math.nan) for k in [*keys, *_GROUP_KEYS]}}
+        stats.update(
+            reward_statistics(
+                [g.rewards for g in groups],
+                self.rewards,
+                self.config.grpo,
+                [g.advantages for g in groups],
+            )
+        )
+        stats["anchor/rouge"] = torch.tensor(sum(g.anchor.rouge for g in groups) / len(groups))
+        stats["video/frame_diff"] = torch.stack([frame_diff(g.videos) for g in groups]).mean()
+        return stats
+
+    # ------------------------------------------------------------------ saving
+
+    def save_pretrained(self, model: torch.nn.Module, out: Path) -> None:
+        """A full VANS checkpoint: the trained DiT with the unchanged VAE, text encoder,
+        tokenizer and scheduler, the starting checkpoint's vlm/ copied and its settings."""
+        if model is not self.renderer.transformer:
+            raise ValueError("save_pretrained expects the task's (unwrapped) model")
+        r = self.renderer
+        saved = Renderer(r.transformer, r.vae, r.text_encoder, r.tokenizer, self._scheduler)
+        save_checkpoint(out, CopiedPart(self.start / "vlm"), saved, self.settings)
+
+
+def _step_stats(
+    ratios: list[torch.Tensor],
+    kls: list[torch.Tensor],
+    clips: list[dict[str, float]],
+    with_kl: bool,
+) -> dict[str, torch.Tensor]:
+    """Ratio range and mean, clip fractions and KL over every trained step of the batch
+    (NaN without any)."""
+    if not ratios:
+        keys = ["ratio/mean", "ratio/min", "ratio/max", *_CLIP_KEYS] + ["kl"] * with_kl
+        return {k: torch.tensor(math.nan) for k in keys}
+    ratio = torch.cat(ratios)
+    stats = {"ratio/mean": ratio.mean(), "ratio/min": ratio.min(), "ratio/max": ratio.max()}
+    stats.update({k: torch.tensor(sum(c[k] for c in clips) / len(clips)) for k in _CLIP_KEYS})
+    if with_kl:
+        stats["kl"] = torch.cat(kls).mean()
+    return stats
+
+
+def build_joint_grpo_vdm_task(config: JointGRPOVDMConfig) -> JointGRPOVDMTask:
+    """Load the renderer (trainable DiT) and the reasoner (frozen, with its LoRA adapter if
+    the checkpoint has one) of `config.checkpoint`, the reward embedder and the manifests."""
+    start, settings = load_start(config.checkpoint)
+    renderer = Renderer.from_pretrained(start / "vdm")
+    lora = start / "vlm" / LORA_DIR
+    reasoner = Reasoner.from_pretrained(
+        start / "vlm", lora=lora if lora.exists() else None, fps=settings.vlm_fps
+    )
+    train_samples = load_manifest(config.train_manifest)
+    eval_samples = load_manifest(config.eval_manifest) if config.eval_manifest else None
+    return JointGRPOVDMTask(
+        config, renderer, reasoner, settings, start, train_samples, eval_samples
+    )

@@ -1,0 +1,234 @@
+"""Tests for Joint-GRPO Stage 1 (vans.training.joint_grpo_vlm) on tiny models and toy data."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from vans.data.toyworld import ToyWorldConfig, write_toyworld
+from vans.evaluation.toy_embedder import ToyEmbedder, build_vocab
+from vans.models.checkpoint import load_checkpoint, load_settings, save_checkpoint
+from vans.models.vlm import LORA_DIR
+from vans.rewards.reward_videos import RewardVideoConfig
+from vans.rewards.vans import stage1_rewards
+from vans.training.config import ConfigError, TrainConfig
+from vans.training.joint_grpo import GRPOConfig, segment_advantages
+from vans.training.joint_grpo_vlm import (
+    JointGRPOVLMConfig,
+    build_joint_grpo_vlm_task,
+    token_segment_masks,
+)
+from vans.training.loop import train
+
+G = 3
+
+
+@pytest.fixture(scope="module")
+def toy_manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    config = ToyWorldConfig(num=4, seed=0, size=(32, 32), input_frames=17, target_frames=9)
+    return write_toyworld(config, tmp_path_factory.mktemp("toy"))
+
+
+@pytest.fixture(scope="module")
+def sft_checkpoint(tiny_checkpoint: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny checkpoint with a LoRA adapter (what SFT-VLM leaves) and small render sizes."""
+    reasoner, renderer, settings = load_checkpoint(tiny_checkpoint)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        reasoner.add_lora()
+    small = dataclasses.replace(
+        settings,
+        num_frames=5,
+        height=32,
+        width=32,
+        reference_video_frames=5,
+        sampling=dataclasses.replace(settings.sampling, max_new_tokens=12),
+    )
+    return save_checkpoint(tmp_path_factory.mktemp("sft") / "ckpt", reasoner, renderer, small)
+
+
+@pytest.fixture(scope="module")
+def embedder_dir(toy_manifest: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    captions = [json.loads(line)["answer"] for line in toy_manifest.read_text().splitlines()]
+    out = tmp_path_factory.mktemp("embedder") / "toy"
+    ToyEmbedder.untrained(build_vocab(captions)).save_pretrained(out)
+    return out
+
+
+def make_config(checkpoint: Path, manifest: Path, embedder: Path, **kwargs) -> JointGRPOVLMConfig:
+    defaults = dict(
+        checkpoint=str(checkpoint),
+        train_manifest=str(manifest),
+        embedder=str(embedder),
+        grpo=GRPOConfig(group_size=G),
+        reward_videos=RewardVideoConfig(steps=2),
+        cache_items=True,
+    )
+    return JointGRPOVLMConfig(**{**defaults, **kwargs})
+
+
+@pytest.fixture(scope="module")
+def task(sft_checkpoint, toy_manifest, embedder_dir):
+    return build_joint_grpo_vlm_task(make_config(sft_checkpoint, toy_manifest, embedder_dir))
+
+
+def batch_of(task, indices=(0,), seeds=(7,)):
+    return task.collate([task.train_dataset()[i] for i in indices], list(seeds))
+
+
+# --------------------------------------------------------------------------- pure parts
+
+
+class _CharTokenizer:
+    """Decodes ids as characters of a fixed string: enough for the span arithmetic."""
+
+    def __init__(self, pieces: list[str]) -> None:
+        self.pieces = pieces
+
+    def decode(self, ids, skip_special_tokens=False):
+        return "".join(self.pieces[i] for i in ids)
+
+
+def test_token_segment_masks_follow_the_blocks():
+    pieces = ["[Think]", "a", " b", "[/Think]", " ", "[Ans]", "cap", "[/Ans]", "<end>"]
+    tok = _CharTokenizer(pieces)
+    masks = token_segment_masks(tok, list(range(len(pieces))), length=11)
+    # Tags belong to their block; the space between the blocks and the end token to none.
+    assert masks["think"].tolist() == [1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0]
+    assert masks["answer"].tolist() == [0, 0, 0, 0, 0, 1, 1, 1, 0, 0, 0]
+    # A token spanning a tag boundary belongs to the block its first character is in.
+    tok = _CharTokenizer(["[Think]x[/Th", "ink][Ans]y", "[/Ans]"])
+    masks = token_segment_masks(tok, [0, 1, 2], length=3)
+    assert masks["think"].tolist() == [1, 1, 0] and masks["answer"].tolist() == [0, 0, 1]
+
+
+def test_segment_advantages_sum_normalised_rewards_per_segment():
+    rewards = stage1_rewards(embedder=None)  # the functions are not called here
+    values = {
+        "r_f": torch.tensor([1.0, 0.0, 1.0]),
+        "r_t1": torch.tensor([0.2, 0.2, 0.8]),
+        "r_v1": torch.tensor([0.5, 0.5, 0.5]),  # no spread: contributes exactly 0
+    }
+    # z-scores with the unbiased std (eps 1e-4): r_f mean 2/3, std sqrt(1/3);
+    # r_t1 mean 0.4, std sqrt(0.12).
+    z_f = (values["r_f"] - 2 / 3) / (3**-0.5 + 1e-4)
+    z_t = (values["r_t1"] - 0.4) / (0.12**0.5 + 1e-4)
+    config = GRPOConfig(group_size=3)
+    flat = segment_advantages(values, rewards, config, by_segment=False)
+    torch.testing.assert_close(flat["all"], z_f + z_t)
+    seg = segment_advantages(values, rewards, config, by_segment=True)
+    torch.testing.assert_close(seg["all"], z_f)  # r_f judges every token
+    torch.testing.assert_close(seg["think"], z_f)
+    torch.testing.assert_close(seg["answer"], z_f + z_t)  # r_t1, r_v1 judge the answer
+    weighted = GRPOConfig(group_size=3, reward_weights={"r_f": 0.0, "r_t1": 2.0})
+    torch.testing.assert_close(
+        segment_advantages(values, rewards, weighted, by_segment=False)["all"], 2 * z_t
+    )
+
+
+def test_unknown_reward_weight_is_named(sft_checkpoint, toy_manifest, embedder_dir):
+    config = make_config(
+        sft_checkpoint, toy_manifest, embedder_dir, grpo=GRPOConfig(reward_weights={"r_c2": 0})
+    )
+    with pytest.raises(ConfigError, match=r"reward_weights: unknown rewards \['r_c2'\]"):
+        build_joint_grpo_vlm_task(config)
+
+
+def test_checkpoint_without_adapter_is_refused(tiny_checkpoint, toy_manifest, embedder_dir):
+    with pytest.raises(ConfigError, match=f"no LoRA adapter in vlm/{LORA_DIR}"):
+        build_joint_grpo_vlm_task(make_config(tiny_checkpoint, toy_manifest, embedder_dir))
+
+
+# --------------------------------------------------------------------------- the task
+
+
+def test_loss_trains_only_the_adapter_and_feeds_the_video(task):
+    model = task.model
+    calls = []
+    hook = model.model.visual.register_forward_hook(
+        lambda *args: calls.append(torch.is_grad_enabled())
+    )
+    model.train()
+    model.zero_grad(set_to_none=True)
+    try:
+        out = task.loss(model, batch_of(task))
+    finally:
+        hook.remove()
+    out["loss"].backward()
+    # The vision tower ran in the sampling (no grad) and again in the loss forward (grad).
+    assert False in calls and True in calls
+    assert torch.isfinite(out["loss"])
+    trained = {n for n, p in model.named_parameters() if p.grad is not None}
+    assert trained and all("lora_" in n for n in trained)
+    assert any(p.grad.abs().sum() > 0 for n, p in model.named_parameters() if n in trained)
+    for module in (task.renderer.transformer, task.renderer.vae):
+        assert all(p.grad is None for p in module.parameters())
+    for key in ("reward/r_f", "reward/r_t1", "reward/r_v1", "reward/total", "kl",
+                "clip_ratio/region_mean", "advantage/abs_mean", "length/think_tokens",
+                "reward_videos/unique", "time/sampling", "time/reward_videos",
+                "time/scoring", "time/update"):  # fmt: skip
+        assert key in out, key
+    assert 1 <= out["reward_videos/unique"] <= G
+
+
+def test_on_policy_step_has_no_kl_and_no_clipping(task):
+    """At the start the policy is the reference and the sampler: KL 0 (dropout off in eval
+    mode) and no token clipped, since the ratio is exactly 1."""
+    task.model.eval()
+    out = task.loss(task.model, batch_of(task))
+    assert float(out["kl"]) == 0.0
+    assert float(out["clip_ratio/region_mean"]) == 0.0
+    task.model.train()
+
+
+def test_rollout_is_a_function_of_the_seed(task):
+    batch = batch_of(task, seeds=(11,))
+    with torch.no_grad():
+        a = task.evaluate(task.model, batch)
+        b = task.evaluate(task.model, batch)
+    for key in ("reward/r_t1", "reward/r_v1", "length/completion_tokens"):
+        assert float(a[key]) == float(b[key])
+    assert float(a["loss"]) == -float(a["reward/total"])
+
+
+def test_segment_aware_advantages_reach_the_tokens(sft_checkpoint, toy_manifest, embedder_dir):
+    task = build_joint_grpo_vlm_task(
+        make_config(sft_checkpoint, toy_manifest, embedder_dir, segment_advantages=True)
+    )
+    out = task.loss(task.model, batch_of(task))
+    assert torch.isfinite(out["loss"])
+
+
+def test_short_run_saves_a_loadable_checkpoint(
+    sft_checkpoint, toy_manifest, embedder_dir, tmp_path
+):
+    config = make_config(
+        sft_checkpoint,
+        toy_manifest,
+        embedder_dir,
+        eval_manifest=str(toy_manifest),
+        train=TrainConfig(
+            out_dir=str(tmp_path / "run"),
+            steps=2,
+            batch_size=2,
+            lr=1e-3,
+            eval_every=2,
+            eval_samples=2,
+            log_every=1,
+            save_every=2,
+        ),
+    )
+    result = train(build_joint_grpo_vlm_task(config), config.train)
+    rows = [
+        json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert [r["step"] for r in rows] == [1, 2]
+    assert "reward/r_v1" in rows[0] and "eval_reward/r_t1" in rows[1]
+    reasoner, _, settings = load_checkpoint(result.final_dir)
+    assert reasoner.peft_model is not None
+    assert settings == load_settings(sft_checkpoint)
+    assert (result.final_dir / "vdm" / "transformer").is_dir()
