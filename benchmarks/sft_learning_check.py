@@ -1,17 +1,21 @@
-"""Learning check of the two SFT stages on the toy world (issue 5, item 7).
+"""Learning check of the SFT stages on the toy world (issue 5, item 7).
 
-Runs the toy recipe (configs/toy/sft_vlm.yaml, then configs/toy/sft_vdm.yaml) in WORKDIR and
-prints, for the model before and after each stage:
+Runs the toy recipe in WORKDIR (a `--preset toy` checkpoint, configs/toy/vae.yaml,
+configs/toy/sft_vlm.yaml, configs/toy/sft_vdm.yaml; a toy embedder trained on a separate
+toy set as the judge) and prints, for the model before and after each stage:
 
+* VAE: held-out reconstruction PSNR of full-length (17-frame) clips;
 * SFT-VLM: the held-out loss, and ROUGE-L of greedy captions against the ground truth;
-* SFT-VDM: the held-out flow-matching loss (fixed noise), and "right object": for scenes with
-  two futures (same input video, different questions), how often the clip generated from
-  one future's caption is closer (MSE of VAE latents) to that future's ground-truth clip
-  than to the other one's. Chance is 50%; the captions are the ground truth, so only
-  the VDM is tested.
+* SFT-VDM: the held-out flow-matching loss (fixed noise); CLIP-V (toy embedder) of the clip
+  rendered from each held-out sample's ground-truth caption against its ground-truth clip;
+  and "right object": for scenes with two futures (same input video, different
+  questions), how often the clip rendered from one future's caption has a higher CLIP-V
+  with that future's ground truth than with the other one's (chance: 50%). The captions
+  are the ground truth, so only the renderer is tested.
 
-Run: `python benchmarks/sft_learning_check.py --workdir runs/learning_check` (tens of
-minutes on two CPU cores). Rerunning reuses the data, the checkpoint and finished runs.
+Run: `python benchmarks/sft_learning_check.py --workdir runs/toy` (tens of minutes on two
+CPU cores; the layout is the toy configs', so the runs are theirs). Rerunning reuses the
+data, the checkpoints and finished runs.
 """
 
 from __future__ import annotations
@@ -27,14 +31,19 @@ from rich.console import Console
 from vans.data.manifest import load_manifest
 from vans.data.toyworld import ToyWorldConfig, write_toyworld
 from vans.data.video import read_video
+from vans.evaluation.embedders import VideoTextEmbedder, load_embedder
 from vans.evaluation.text_metrics import DEFAULT_ROUGE_VARIANT, corpus_rouge_l
+from vans.evaluation.video_metrics import clip_v
 from vans.models.checkpoint import init_tiny, load_checkpoint
 from vans.models.pipeline import load_input
+from vans.models.vdm import video_to_unit
 from vans.models.vlm import SamplingConfig
 from vans.training.config import load_config
+from vans.training.embedder import EmbedderTrainConfig, train_embedder
 from vans.training.loop import FINAL_DIR, train
 from vans.training.sft_vdm import SFTVDMConfig, build_sft_vdm_task
 from vans.training.sft_vlm import SFTVLMConfig, build_sft_vlm_task
+from vans.training.vae import VAEConfig, build_vae_task, psnr
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "toy"
 console = Console()
@@ -64,22 +73,27 @@ def caption_rouge(checkpoint: Path, manifest: Path) -> float:
     return corpus_rouge_l(captions, references)
 
 
-def right_object_rate(checkpoint: Path, manifest: Path) -> float:
-    """See the module docstring; every pair of futures of a scene counts both ways. Compared
-    in the VAE's latent space, where the DiT works: the tiny VAE is random, so its decoded
-    pixels do not resemble the toy world."""
+@torch.no_grad()
+def reconstruction_psnr(task) -> float:
+    """Mean PSNR (dB) of the VAE's reconstruction (posterior mode) of the eval clips."""
+    vae = task.renderer.vae.eval()
+    values = []
+    for item in task.eval_dataset():
+        x = video_to_unit(item["frames"]).unsqueeze(0)
+        values.append(float(psnr(vae.decode(vae.encode(x).latent_dist.mode()).sample, x)))
+    return sum(values) / len(values)
+
+
+def render_truths(checkpoint: Path, samples) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per sample, the clip the renderer draws from its input and ground-truth caption (the
+    checkpoint's settings, seed 0) and the ground-truth clip, uint8 (T, H, W, 3)."""
     _, renderer, settings = load_checkpoint(checkpoint)
-    scenes = defaultdict(list)
-    for sample in load_manifest(manifest):
-        scenes[sample.input].append(sample)
-    hits = trials = 0
     size = (settings.height, settings.width)
-    for futures in scenes.values():
-        if len(futures) < 2:
-            continue
-        clip = load_input(settings, video=futures[0].input.path)
-        generated = renderer.generate_latents(
-            [s.answer for s in futures],
+    out = []
+    for sample in samples:
+        clip = load_input(settings, video=sample.input.path)
+        video = renderer.render(
+            [sample.answer],
             reference_frames=clip.vdm_frames,
             num_reference=settings.num_reference_frames,
             num_frames=settings.num_frames,
@@ -88,18 +102,32 @@ def right_object_rate(checkpoint: Path, manifest: Path) -> float:
             steps=settings.steps,
             guidance_scale=settings.guidance_scale,
             negative_prompt=settings.negative_prompt,
-        )
-        truths = [
-            renderer.encode_video(
-                read_video(s.target.path, num_frames=settings.num_frames, size=size).frames
-            )[0]
-            for s in futures
-        ]
-        for i, latents in enumerate(generated):
-            errors = [float((latents - truth).square().mean()) for truth in truths]
+        )[0]
+        truth = read_video(sample.target.path, num_frames=settings.num_frames, size=size).frames
+        out.append((video, truth))
+    return out
+
+
+def mean_clip_v(embedder: VideoTextEmbedder, checkpoint: Path, manifest: Path) -> float:
+    pairs = render_truths(checkpoint, load_manifest(manifest))
+    return sum(clip_v(embedder, video, truth) for video, truth in pairs) / len(pairs)
+
+
+def right_object_rate(embedder: VideoTextEmbedder, checkpoint: Path, manifest: Path) -> float:
+    """See the module docstring; every pair of futures of a scene counts both ways."""
+    scenes = defaultdict(list)
+    for sample in load_manifest(manifest):
+        scenes[sample.input].append(sample)
+    hits = trials = 0
+    for futures in scenes.values():
+        if len(futures) < 2:
+            continue
+        pairs = render_truths(checkpoint, futures)
+        for i, (video, _) in enumerate(pairs):
+            scores = [clip_v(embedder, video, truth) for _, truth in pairs]
             for j in range(len(futures)):
                 if j != i:
-                    hits += errors[i] < errors[j]
+                    hits += scores[i] > scores[j]
                     trials += 1
     return hits / trials
 
@@ -110,30 +138,38 @@ def prepare(workdir: Path) -> dict[str, Path]:
         "train": workdir / "data" / "train",
         "eval": workdir / "data" / "eval",
         "pairs": workdir / "data" / "pairs",
+        "judge_data": workdir / "data" / "judge",
+        "judge": workdir / "judge",
     }
     if not paths["init"].exists():
-        init_tiny(paths["init"])
+        init_tiny(paths["init"], preset="toy")
     data = {
         "train": ToyWorldConfig(num=400, seed=0),
         "eval": ToyWorldConfig(num=64, seed=1),
         # Every scene with a hypothetical variant emits both futures.
         "pairs": ToyWorldConfig(num=48, seed=2, multi_future=1.0),
+        # The judge (toy embedder) learns from scenes the renderer never sees.
+        "judge_data": ToyWorldConfig(num=2000, seed=3),
     }
     for name, config in data.items():
         if not (paths[name] / "manifest.jsonl").exists():
             write_toyworld(config, paths[name])
+    if not paths["judge"].exists():
+        train_embedder(
+            EmbedderTrainConfig(data_dir=str(paths["judge_data"]), out_dir=str(paths["judge"]))
+        )
     return paths
 
 
 def before_and_after(
     stage_cls, build, config_file: Path, overrides: list[str], start: Path, steps: int, score
 ) -> tuple[list[tuple[str, float, float]], Path]:
-    """Held-out loss and `score(checkpoint)` of the stage's starting checkpoint, then train the
-    stage for `steps` and measure its final checkpoint the same way."""
+    """Held-out loss and `score(checkpoint, task)` of the stage's starting checkpoint, then
+    train the stage for `steps` and measure its final checkpoint the same way."""
 
     def measure(name: str, checkpoint: Path) -> tuple[str, float, float]:
         task = build(load_config(stage_cls, config_file, [*overrides, f"checkpoint={checkpoint}"]))
-        return name, held_out_loss(task), score(checkpoint)
+        return name, held_out_loss(task), score(checkpoint, task)
 
     rows = [measure("untrained", start)]
     config = load_config(
@@ -141,13 +177,14 @@ def before_and_after(
     )
     train(build(config), config.train, resume=True, console=console)
     final = Path(config.train.out_dir) / FINAL_DIR
-    rows.append(measure("SFT", final))
+    rows.append(measure("trained", final))
     return rows, final
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--workdir", type=Path, default=Path("runs/learning_check"))
+    parser.add_argument("--vae-steps", type=int, default=1500)
     parser.add_argument("--vlm-steps", type=int, default=400)
     parser.add_argument("--vdm-steps", type=int, default=400)
     parser.add_argument(
@@ -157,6 +194,7 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch.set_num_threads(args.threads)
     paths = prepare(args.workdir)
+    judge = load_embedder(paths["judge"])
     data = [
         f"train_manifest={paths['train'] / 'manifest.jsonl'}",
         f"eval_manifest={paths['eval'] / 'manifest.jsonl'}",
@@ -164,33 +202,61 @@ def main() -> None:
     eval_manifest = paths["eval"] / "manifest.jsonl"
     pairs_manifest = paths["pairs"] / "manifest.jsonl"
 
+    vae_rows, vae_final = before_and_after(
+        VAEConfig,
+        build_vae_task,
+        CONFIGS / "vae.yaml",
+        [*data, f"train.out_dir={args.workdir / 'vae'}"],
+        paths["init"],
+        args.vae_steps,
+        lambda checkpoint, task: full_length_psnr(checkpoint, data),
+    )
     vlm_rows, vlm_final = before_and_after(
         SFTVLMConfig,
         build_sft_vlm_task,
         CONFIGS / "sft_vlm.yaml",
         [*data, f"train.out_dir={args.workdir / 'sft_vlm'}"],
-        paths["init"],
+        vae_final,
         args.vlm_steps,
-        lambda checkpoint: caption_rouge(checkpoint, eval_manifest),
+        lambda checkpoint, task: caption_rouge(checkpoint, eval_manifest),
     )
-    vdm_rows, _ = before_and_after(
+    vdm_rows, vdm_final = before_and_after(
         SFTVDMConfig,
         build_sft_vdm_task,
         CONFIGS / "sft_vdm.yaml",
         [*data, f"train.out_dir={args.workdir / 'sft_vdm'}"],
         vlm_final,
         args.vdm_steps,
-        lambda checkpoint: right_object_rate(checkpoint, pairs_manifest),
+        lambda checkpoint, task: mean_clip_v(judge, checkpoint, eval_manifest),
     )
+    right = {
+        name: right_object_rate(judge, checkpoint, pairs_manifest)
+        for name, checkpoint in (("untrained", vlm_final), ("trained", vdm_final))
+    }
 
+    print(f"\nVAE ({args.vae_steps} steps), {eval_manifest}")
+    print(f"  {'model':<10} {'held-out loss':>14} {'PSNR 17 frames':>18}")
+    for name, loss, value in vae_rows:
+        print(f"  {name:<10} {loss:>14.4f} {value:>15.2f} dB")
     print(f"\nSFT-VLM ({args.vlm_steps} steps), {eval_manifest}")
     print(f"  {'model':<10} {'held-out loss':>14} {'ROUGE-L (' + DEFAULT_ROUGE_VARIANT + ')':>18}")
     for name, loss, rouge in vlm_rows:
         print(f"  {name:<10} {loss:>14.4f} {rouge:>18.4f}")
-    print(f"\nSFT-VDM ({args.vdm_steps} steps), held-out loss on {eval_manifest}")
-    print(f"  {'model':<10} {'held-out loss':>14} {'right object':>18}")
-    for name, loss, rate in vdm_rows:
-        print(f"  {name:<10} {loss:>14.4f} {rate:>17.1%}")
+    print(f"\nSFT-VDM ({args.vdm_steps} steps), {eval_manifest}; right object on {pairs_manifest}")
+    print(f"  {'model':<10} {'held-out loss':>14} {'CLIP-V (toy)':>14} {'right object':>14}")
+    for name, loss, value in vdm_rows:
+        print(f"  {name:<10} {loss:>14.4f} {value:>14.4f} {right[name]:>13.1%}")
+
+
+def full_length_psnr(checkpoint: Path, data: list[str]) -> float:
+    """`reconstruction_psnr` on the held-out clips at the checkpoint's own length (17
+    frames), whatever length the VAE trained on."""
+    config = load_config(
+        VAEConfig,
+        CONFIGS / "vae.yaml",
+        [*data, f"checkpoint={checkpoint}", "num_frames=null", "clips=target"],
+    )
+    return reconstruction_psnr(build_vae_task(config))
 
 
 if __name__ == "__main__":

@@ -196,21 +196,30 @@ class VAETask:
             "noise": torch.stack(noise),
         }
 
-    def loss(self, model: torch.nn.Module, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+    def terms(self, model: torch.nn.Module, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """Per-sample (B,) reconstruction MSE, KL and PSNR of a batch."""
         x = video_to_unit(batch["frames"])
         posterior = model.encode(x).latent_dist
         z = posterior.mean + posterior.std * batch["noise"].to(posterior.mean.dtype)
         # Wan's decoder clamps to [-1, 1]: saturated pixels pass no gradient, which is what
         # a renderer that is only ever read through that clamp should learn from.
         reconstruction = model.decode(z, return_dict=False)[0].float()
-        mse = (reconstruction - x).square().mean(dim=(1, 2, 3, 4))
-        kl = gaussian_kl(posterior.mean.float(), posterior.logvar.float())
         return {
-            "loss": (mse + self.config.kl_weight * kl).mean(),
-            "mse": mse.mean(),
-            "kl": kl.mean(),
-            "psnr": psnr(reconstruction.detach(), x).mean(),
+            "mse": (reconstruction - x).square().mean(dim=(1, 2, 3, 4)),
+            "kl": gaussian_kl(posterior.mean.float(), posterior.logvar.float()),
+            "psnr": psnr(reconstruction.detach(), x),
         }
+
+    def sample_losses(self, model: torch.nn.Module, batch: dict[str, Any]) -> torch.Tensor:
+        """Per-sample loss (B,): MSE + kl_weight * KL."""
+        return self._total(self.terms(model, batch))
+
+    def loss(self, model: torch.nn.Module, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        terms = self.terms(model, batch)
+        return {"loss": self._total(terms).mean(), **{k: v.mean() for k, v in terms.items()}}
+
+    def _total(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
+        return terms["mse"] + self.config.kl_weight * terms["kl"]
 
     @torch.no_grad()
     def latent_statistics(self) -> tuple[list[float], list[float]]:
