@@ -139,7 +139,7 @@ def prepare(workdir: Path) -> dict[str, Path]:
         "eval": workdir / "data" / "eval",
         "pairs": workdir / "data" / "pairs",
         "judge_data": workdir / "data" / "judge",
-        "judge": workdir / "judge",
+        "judge": workdir / "embedder",
     }
     if not paths["init"].exists():
         init_tiny(paths["init"], preset="toy")

@@ -258,7 +258,7 @@ def test_checkpoints_pruning_metrics_curves_and_final(tmp_path: Path) -> None:
         expected = final.loss(final.model, final.collate(items, seeds))["loss"]
     assert logged[-1]["eval_loss"] == pytest.approx(float(expected), abs=1e-6)
     with Image.open(tmp_path / "curves.png") as image:
-        assert image.format == "PNG" and image.size == (1000, 400)
+        assert image.format == "PNG" and image.size == (800, 320)  # loss and lr panels
         image.load()
 
 
@@ -426,3 +426,21 @@ def test_nan_mean_leaves_out_what_a_batch_could_not_compute():
     assert nan_mean([1.0, math.nan, 3.0]) == 2.0
     assert nan_mean([1.0, math.nan, 4.0], [1.0, 5.0, 2.0]) == pytest.approx((1 + 8) / 3)
     assert math.isnan(nan_mean([math.nan, math.nan]))
+
+
+def test_curves_of_an_rl_run_get_a_panel_per_reward(tmp_path):
+    from vans.training.loop import plot_curves
+
+    rows = [
+        {"step": i, "loss": 1 / i, "lr": 1e-3, "reward/r_v2": i / 10, "reward/r_v2_std": 0.1,
+         "reward/r_c2": 0.2, "kl": i / 100, "eval_reward/r_v2": 0.3}
+        for i in range(1, 4)
+    ]  # fmt: skip
+    (tmp_path / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    plain = [{k: r[k] for k in ("step", "loss", "lr")} for r in rows]
+    (tmp_path / "p.jsonl").write_text("".join(json.dumps(r) + "\n" for r in plain))
+    # loss, lr, r_c2, r_v2 (not its _std), kl: 5 panels in 4 columns and 2 rows; 2 panels plain.
+    with Image.open(plot_curves(tmp_path / "m.jsonl", tmp_path / "m.png")) as image:
+        assert image.size == (1600, 640)
+    with Image.open(plot_curves(tmp_path / "p.jsonl", tmp_path / "p.png")) as image:
+        assert image.size == (800, 320)

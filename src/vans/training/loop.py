@@ -489,21 +489,34 @@ def _read_rows(path: Path) -> list[dict[str, Any]]:
 
 
 def plot_curves(metrics: Path, out: Path) -> Path:
-    """Loss (train and eval) and learning rate against step, from a metrics.jsonl, as PNG."""
+    """Curves from a metrics.jsonl, as PNG: loss (train and eval) and learning rate, then
+    for RL stages the panels of the paper's training figure: each reward ("reward/<name>",
+    train solid, eval dashed) and the KL and frame-difference diagnostics when logged."""
     from matplotlib.figure import Figure  # Agg, without touching pyplot's global backend
 
     rows = _read_rows(metrics)
-    fig = Figure(figsize=(10, 4), dpi=100)
-    loss_ax, lr_ax = fig.subplots(1, 2)
-    loss_ax.plot([r["step"] for r in rows], [r["loss"] for r in rows], label="train")
-    evals = [r for r in rows if "eval_loss" in r]
-    if evals:
-        steps = [r["step"] for r in evals]
-        loss_ax.plot(steps, [r["eval_loss"] for r in evals], "o-", label="eval")
-    loss_ax.set(xlabel="step", ylabel="loss", title="loss")
-    loss_ax.legend()
-    lr_ax.plot([r["step"] for r in rows], [r["lr"] for r in rows])
-    lr_ax.set(xlabel="step", ylabel="learning rate", title="learning rate")
+    keys = {k for r in rows for k in r}
+    rewards = sorted(k for k in keys if k.startswith("reward/") and not k.endswith("_std"))
+    diagnostics = [k for k in ("kl", "video/frame_diff", "length/think_tokens") if k in keys]
+    panels = [("loss", ["loss"]), ("learning rate", ["lr"])]
+    panels += [(k.removeprefix("reward/"), [k]) for k in rewards]
+    panels += [(k, [k]) for k in diagnostics]
+    columns = min(len(panels), 4)
+    lines = -(-len(panels) // columns)
+    fig = Figure(figsize=(4 * columns, 3.2 * lines), dpi=100)
+    axes = fig.subplots(lines, columns, squeeze=False).ravel()
+    for ax, (title, names) in zip(axes, panels, strict=False):
+        for name in names:
+            train_rows = [r for r in rows if name in r]
+            ax.plot([r["step"] for r in train_rows], [r[name] for r in train_rows], label="train")
+            evals = [r for r in rows if f"eval_{name}" in r]
+            if evals:
+                steps = [r["step"] for r in evals]
+                ax.plot(steps, [r[f"eval_{name}"] for r in evals], "o--", label="eval")
+                ax.legend()
+        ax.set(xlabel="step", title=title)
+    for ax in axes[len(panels) :]:
+        ax.set_visible(False)
     fig.tight_layout()
     with atomic_file(out) as tmp:
         fig.savefig(tmp, format="png")
