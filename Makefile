@@ -38,6 +38,8 @@ test-all: lint
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_toyworld.py
 	$(BIN)/python benchmarks/predict_latency.py
+	$(BIN)/python benchmarks/bench_reward_videos.py
+	$(BIN)/python benchmarks/bench_joint_grpo.py
 	$(BIN)/python benchmarks/bench_training.py
 
 clean:

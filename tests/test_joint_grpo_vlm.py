@@ -232,3 +232,16 @@ def test_short_run_saves_a_loadable_checkpoint(
     assert reasoner.peft_model is not None
     assert settings == load_settings(sft_checkpoint)
     assert (result.final_dir / "vdm" / "transformer").is_dir()
+
+
+def test_batch_split_invariance(task):
+    """A batch's loss and rewards are the means of its prompts' own (same seeds), so equal
+    shards on several processes average to the global batch's."""
+    task.model.eval()  # LoRA dropout draws from the global RNG
+    with torch.no_grad():
+        both = task.loss(task.model, batch_of(task, (0, 1), (7, 8)))
+        alone = [task.loss(task.model, batch_of(task, (i,), (s,))) for i, s in ((0, 7), (1, 8))]
+    task.model.train()
+    for key in ("loss", "reward/r_t1", "reward/r_v1", "reward/total", "length/think_tokens"):
+        mean = (float(alone[0][key]) + float(alone[1][key])) / 2
+        assert float(both[key]) == pytest.approx(mean, rel=1e-5, abs=1e-6), key
