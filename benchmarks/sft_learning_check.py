@@ -186,7 +186,7 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=Path("runs/learning_check"))
     parser.add_argument("--vae-steps", type=int, default=1500)
     parser.add_argument("--vlm-steps", type=int, default=400)
-    parser.add_argument("--vdm-steps", type=int, default=400)
+    parser.add_argument("--vdm-steps", type=int, default=1500)
     parser.add_argument(
         "--threads", type=int, default=1, help="torch threads (more than the free cores is slow)"
     )

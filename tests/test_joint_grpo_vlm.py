@@ -15,7 +15,7 @@ from vans.models.checkpoint import load_checkpoint, load_settings, save_checkpoi
 from vans.models.vlm import LORA_DIR
 from vans.rewards.reward_videos import RewardVideoConfig
 from vans.rewards.vans import stage1_rewards
-from vans.training.config import ConfigError, TrainConfig
+from vans.training.config import ConfigError, TrainConfig, load_config
 from vans.training.joint_grpo import GRPOConfig, segment_advantages
 from vans.training.joint_grpo_vlm import (
     JointGRPOVLMConfig,
@@ -223,15 +223,41 @@ def test_short_run_saves_a_loadable_checkpoint(
         ),
     )
     result = train(build_joint_grpo_vlm_task(config), config.train)
-    rows = [
-        json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
-    ]
+    rows = read_rows(tmp_path / "run")
     assert [r["step"] for r in rows] == [1, 2]
     assert "reward/r_v1" in rows[0] and "eval_reward/r_t1" in rows[1]
     reasoner, _, settings = load_checkpoint(result.final_dir)
     assert reasoner.peft_model is not None
     assert settings == load_settings(sft_checkpoint)
     assert (result.final_dir / "vdm" / "transformer").is_dir()
+
+    # Interrupted after step 1 and resumed: step 2 equals the uninterrupted run's, its KL
+    # taken against the start model (the reference snapshot precedes the resumed weights).
+    def run(steps: int) -> JointGRPOVLMConfig:
+        train_config = dataclasses.replace(
+            config.train, out_dir=str(tmp_path / "resumed"), steps=steps, eval_every=0
+        )
+        return dataclasses.replace(config, train=train_config)
+
+    train(build_joint_grpo_vlm_task(run(1)), run(1).train)
+    train(build_joint_grpo_vlm_task(run(2)), run(2).train, resume=True)
+    resumed = read_rows(tmp_path / "resumed")
+    assert [r["step"] for r in resumed] == [1, 2]
+    for key in ("loss", "kl", "reward/r_t1", "reward/r_v1", "length/completion_tokens"):
+        assert resumed[1][key] == pytest.approx(rows[1][key], rel=1e-5, abs=1e-9), key
+
+
+def read_rows(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_paper_config_has_the_paper_values():
+    config = load_config(
+        JointGRPOVLMConfig, Path(__file__).parents[1] / "configs/paper/joint_grpo_stage1.yaml"
+    )
+    g = config.grpo
+    assert (g.group_size, g.beta, g.clip_range) == (8, 0.004, 1e-3)
+    assert (config.train.steps, config.train.lr) == (800, 5e-5)
 
 
 def test_batch_split_invariance(task):
