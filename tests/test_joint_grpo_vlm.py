@@ -176,13 +176,15 @@ def test_loss_trains_only_the_adapter_and_feeds_the_video(task):
 
 
 def test_on_policy_step_has_no_kl_and_no_clipping(task):
-    """At the start the policy is the reference and the sampler: KL 0 (dropout off in eval
-    mode) and no token clipped, since the ratio is exactly 1."""
-    task.model.eval()
+    """At the start the policy is the reference and the sampler: in training mode (the
+    task switched LoRA dropout off) the KL is exactly 0 and no token is clipped, since the
+    ratio is exactly 1."""
+    assert all(m.p == 0 for m in task.model.modules() if isinstance(m, torch.nn.Dropout))
+    assert task.reasoner.peft_model.peft_config["default"].lora_dropout > 0  # as trained
+    task.model.train()
     out = task.loss(task.model, batch_of(task))
     assert float(out["kl"]) == 0.0
     assert float(out["clip_ratio/region_mean"]) == 0.0
-    task.model.train()
 
 
 def test_rollout_is_a_function_of_the_seed(task):
@@ -263,11 +265,9 @@ def test_paper_config_has_the_paper_values():
 def test_batch_split_invariance(task):
     """A batch's loss and rewards are the means of its prompts' own (same seeds), so equal
     shards on several processes average to the global batch's."""
-    task.model.eval()  # LoRA dropout draws from the global RNG
     with torch.no_grad():
         both = task.loss(task.model, batch_of(task, (0, 1), (7, 8)))
         alone = [task.loss(task.model, batch_of(task, (i,), (s,))) for i, s in ((0, 7), (1, 8))]
-    task.model.train()
     for key in ("loss", "reward/r_t1", "reward/r_v1", "reward/total", "length/think_tokens"):
         mean = (float(alone[0][key]) + float(alone[1][key])) / 2
         assert float(both[key]) == pytest.approx(mean, rel=1e-5, abs=1e-6), key

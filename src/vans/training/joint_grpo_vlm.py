@@ -45,6 +45,7 @@ from vans.training.config import ConfigError, TrainConfig
 from vans.training.joint_grpo import (
     GRPOConfig,
     collate_prompts,
+    disable_dropout,
     prompt_items,
     reward_statistics,
     segment_advantages,
@@ -150,6 +151,7 @@ class JointGRPOVLMTask:
         )
         # Taken before the loop loads a resumed run's weights: the KL's reference is the
         # starting (SFT) policy.
+        disable_dropout(self.model)
         self.reference = ReferenceWeights(self.model) if config.grpo.beta > 0 else None
         for module in (renderer.transformer, renderer.vae, renderer.text_encoder):
             module.requires_grad_(False).eval()
