@@ -470,6 +470,7 @@ def reference_logprobs(reasoner: Reasoner, frames, question, ids: list[int], tem
     inputs["attention_mask"] = torch.ones_like(inputs["input_ids"])
     inputs["mm_token_type_ids"] = reasoner._token_types(inputs["input_ids"])
     logits = reasoner.model(**inputs).logits[0, prompt_len - 1 : -1] / temperature
+    logits[:, reasoner.placeholder_ids] = -torch.inf  # the reasoner never writes them
     return torch.log_softmax(logits.double(), dim=-1)[torch.arange(len(ids)), torch.tensor(ids)]
 
 
@@ -534,7 +535,10 @@ def test_sampled_logprobs_equal_the_samplers(reasoner):
         )[0]
     finally:
         hook.remove()
-    sampler = torch.log_softmax(torch.stack(step_logits, dim=1).double() / 0.7, dim=-1)
+    # The sampler's distribution: the placeholder tokens suppressed, then the temperature.
+    stacked = torch.stack(step_logits, dim=1).double()
+    stacked[..., reasoner.placeholder_ids] = -torch.inf
+    sampler = torch.log_softmax(stacked / 0.7, dim=-1)
     with torch.no_grad():
         logprobs, mask = reasoner.completion_logprobs(
             frames, question, [c.token_ids for c in group], temperature=0.7
@@ -596,3 +600,23 @@ def test_tiny_requires_qwen_special_tokens():
     )
     with pytest.raises(ValueError, match=re.escape("<|endoftext|>")):
         Reasoner.tiny(PreTrainedTokenizerFast(tokenizer_object=tok))
+
+
+def test_vision_placeholders_are_never_sampled(reasoner):
+    """Even when the model prefers <|video_pad|> above all, sampling never writes a vision
+    placeholder (it would break the next forward), and log-probs exclude them."""
+    pad = reasoner.video_token_id
+    assert pad in reasoner.placeholder_ids and len(reasoner.placeholder_ids) == 4
+    with torch.no_grad():
+        reasoner.model.lm_head.weight[pad] *= 1000  # its logit dwarfs every other token's
+    frames = video(3)
+    group = reasoner.generate_completions(
+        frames, ["What next?"], num_samples=4, sampling=SamplingConfig(max_new_tokens=6), seed=0
+    )[0]
+    sampled = torch.cat([c.token_ids for c in group]).tolist()
+    assert not set(sampled) & set(reasoner.placeholder_ids)
+    with torch.no_grad():
+        logprobs, mask = reasoner.completion_logprobs(
+            frames, "What next?", [c.token_ids for c in group]
+        )
+    assert torch.isfinite(logprobs[mask]).all()

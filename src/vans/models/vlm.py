@@ -194,6 +194,18 @@ class Reasoner:
                 f"tokenizer's {VIDEO_PAD} is id {ids[VIDEO_PAD]}, the model expects "
                 f"{self.video_token_id}"
             )
+        unknown = (None, tokenizer.unk_token_id)
+        self.placeholder_ids = sorted(
+            {
+                i
+                for tok in (VIDEO_PAD, IMAGE_PAD, VISION_START, VISION_END)
+                if (i := tokenizer.convert_tokens_to_ids(tok)) not in unknown
+            }
+        )
+        """Vision placeholder tokens the reasoner never writes: sampling suppresses them and
+        log-probabilities exclude them, so the distribution scored for training is the one
+        sampled from. (A sampled `<|video_pad|>` would make the next forward expect one more
+        video feature than the video has.)"""
         vision = model.config.vision_config
         self.patch_size = vision.patch_size
         self.temporal_patch_size = vision.temporal_patch_size
@@ -613,6 +625,7 @@ class Reasoner:
             max_new_tokens=sampling.max_new_tokens,
             eos_token_id=[self.im_end_id, self.pad_id],
             pad_token_id=self.pad_id,
+            suppress_tokens=self.placeholder_ids,
             use_cache=True,
             **neutral,
         )
@@ -713,6 +726,10 @@ class Reasoner:
             logits_to_keep=length + 1,
         )
         logits = out.logits[:, :-1].float() / temperature
+        if self.placeholder_ids:
+            never = torch.zeros(logits.shape[-1], dtype=torch.bool, device=logits.device)
+            never[self.placeholder_ids] = True
+            logits = logits.masked_fill(never, -torch.inf)
         targets = input_ids[:, -length:]
         mask = attention_mask[:, -length:].bool()
         token_logits = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
