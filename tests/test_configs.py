@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from vans.training.config import load_config
+from vans.training.config import ConfigError, load_config
 from vans.training.joint_grpo_vdm import JointGRPOVDMConfig
 from vans.training.joint_grpo_vlm import JointGRPOVLMConfig
 from vans.training.sft_vdm import SFTVDMConfig
@@ -37,3 +37,11 @@ def test_every_training_config_is_covered():
     """A new stage config must be added to STAGES (vans.yaml is the inference settings)."""
     stems = {p.stem for p in CONFIGS.glob("*/*.yaml")} - {"vans"}
     assert stems <= set(STAGES)
+
+
+def test_an_override_can_set_one_entry_of_a_mapping_field():
+    path = CONFIGS / "toy" / "joint_grpo_stage2.yaml"
+    config = load_config(JointGRPOVDMConfig, path, ["grpo.reward_weights.r_c2=0"])
+    assert config.grpo.reward_weights == {"r_c2": 0.0}
+    with pytest.raises(ConfigError, match=r"grpo.reward_weights takes one key"):
+        load_config(JointGRPOVDMConfig, path, ["grpo.reward_weights.r_c2.x=0"])

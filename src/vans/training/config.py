@@ -170,10 +170,16 @@ def _unknown(cls: type, name: str) -> str:
 
 
 def _check_path(cls: type, keys: list[str], label: str) -> None:
-    """Fail, naming the override, if `keys` does not lead to a field of `cls`."""
+    """Fail, naming the override, if `keys` does not lead to a field of `cls`. A mapping
+    field takes one more key, its entry (`grpo.reward_weights.r_c2=0`)."""
     tp: Any = cls
     for i, name in enumerate(keys):
         where = ".".join(keys[: i + 1])
+        if typing.get_origin(tp) is dict:
+            if i == len(keys) - 1:
+                return
+            mapping = ".".join(keys[:i])
+            raise ConfigError(f"{label}: {mapping} takes one key: {mapping}.NAME=VALUE")
         section = _dataclass_of(tp)
         if section is None:
             raise ConfigError(f"{label}: {'.'.join(keys[:i])} is not a section")
