@@ -291,6 +291,6 @@ def test_shipped_configs_load(name):
         assert (config.grpo.group_size, config.train.steps, config.train.lr) == (8, 1000, 5e-5)
         assert config.flow.num_steps == 10
     else:
-        assert config.checkpoint == "runs/toy/sft_vdm/final"
+        assert config.checkpoint == "runs/toy/joint_grpo_stage1/final"
         assert config.embedder == "runs/toy/embedder"
     assert config.train.out_dir == f"runs/{name}/joint_grpo_stage2"
