@@ -74,14 +74,7 @@ def main() -> None:
             renderer.render(
                 [caption],
                 reference_frames=reference,
-                num_reference=s.num_reference_frames,
-                num_frames=s.num_frames,
-                height=s.height,
-                width=s.width,
-                steps=config.steps,
-                guidance_scale=s.guidance_scale,
-                negative_prompt=s.negative_prompt,
-                seed=SEED,
+                **s.render_kwargs(steps=config.steps, seed=SEED),
             )
 
     def batched(captions: list[str]) -> None:

@@ -95,13 +95,7 @@ def render_truths(checkpoint: Path, samples) -> list[tuple[torch.Tensor, torch.T
         video = renderer.render(
             [sample.answer],
             reference_frames=clip.vdm_frames,
-            num_reference=settings.num_reference_frames,
-            num_frames=settings.num_frames,
-            height=settings.height,
-            width=settings.width,
-            steps=settings.steps,
-            guidance_scale=settings.guidance_scale,
-            negative_prompt=settings.negative_prompt,
+            **settings.render_kwargs(),
         )[0]
         truth = read_video(sample.target.path, num_frames=settings.num_frames, size=size).frames
         out.append((video, truth))

@@ -77,6 +77,20 @@ class VANSSettings:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    def render_kwargs(self, **overrides: Any) -> dict[str, Any]:
+        """`Renderer.render` / `generate_latents` arguments for rendering as this checkpoint
+        does (reference latents, size, frames, steps, CFG), with `overrides` applied."""
+        return {
+            "num_reference": self.num_reference_frames,
+            "num_frames": self.num_frames,
+            "height": self.height,
+            "width": self.width,
+            "steps": self.steps,
+            "guidance_scale": self.guidance_scale,
+            "negative_prompt": self.negative_prompt,
+            **overrides,
+        }
+
 
 def save_checkpoint(
     path: str | Path, reasoner: Reasoner, renderer: Renderer, settings: VANSSettings

@@ -140,16 +140,7 @@ class VANSPipeline:
         videos = self.renderer.render(
             [p.caption for p in parsed],
             reference_frames=clip.vdm_frames,
-            num_reference=s.num_reference_frames,
-            num_frames=s.num_frames,
-            height=s.height,
-            width=s.width,
-            steps=s.steps,
-            guidance_scale=s.guidance_scale,
-            negative_prompt=s.negative_prompt,
-            seed=seed,
-            progress=progress,
-            timings=timings,
+            **s.render_kwargs(seed=seed, progress=progress, timings=timings),
         )
         return [
             Answer(q, p.think, p.caption, p.well_formed, v)
