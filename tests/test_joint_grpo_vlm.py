@@ -271,3 +271,13 @@ def test_batch_split_invariance(task):
     for key in ("loss", "reward/r_t1", "reward/r_v1", "reward/total", "length/think_tokens"):
         mean = (float(alone[0][key]) + float(alone[1][key])) / 2
         assert float(both[key]) == pytest.approx(mean, rel=1e-5, abs=1e-6), key
+
+
+def test_toy_option_tunes_the_output_head_too(sft_checkpoint, toy_manifest, embedder_dir):
+    task = build_joint_grpo_vlm_task(
+        make_config(sft_checkpoint, toy_manifest, embedder_dir, train_lm_head=True)
+    )
+    task.loss(task.model, batch_of(task))["loss"].backward()
+    trained = {n for n, p in task.model.named_parameters() if p.grad is not None}
+    assert "lm_head.weight" in trained and any("lora_" in n for n in trained)
+    assert not any(".visual." in n for n in trained)

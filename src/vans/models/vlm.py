@@ -397,6 +397,14 @@ class Reasoner:
         self.model.train(was_training)
         return self.peft_model
 
+    def unfreeze_output_head(self) -> None:
+        """Make the language model's output head and final norm trainable (in full, saved
+        with the model weights). For tiny random models only: through their frozen random
+        head LoRA alone cannot make a confident prediction. With tied embeddings the input
+        embeddings train too."""
+        self.model.lm_head.requires_grad_(True)
+        self.model.model.language_model.norm.requires_grad_(True)
+
     # ------------------------------------------------------------------ inputs
 
     @property

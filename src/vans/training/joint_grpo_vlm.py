@@ -75,6 +75,10 @@ class JointGRPOVLMConfig:
     """Give the [Think] tokens only the advantage of the rewards judging them (r_f) and the
     [Ans] tokens that of r_f + r_t1 + r_v1 (segment-aware; SPEC §5's idea applied to VANS).
     Off: every reward judges every token, as in the paper."""
+    train_lm_head: bool = False
+    """Also tune the output head and final norm in full (`Reasoner.unfreeze_output_head`), as
+    the toy SFT does. Off for the paper (LoRA only); for tiny random models, whose frozen
+    random head leaves LoRA little room to move the captions."""
     temperature: float = 1.0
     """Sampling temperature of the rollouts (and of the log-probabilities)."""
     max_new_tokens: int | None = None
@@ -327,8 +331,9 @@ class JointGRPOVLMTask:
 
 
 def build_joint_grpo_vlm_task(config: JointGRPOVLMConfig) -> JointGRPOVLMTask:
-    """Load the SFT checkpoint (the reasoner with its adapter trainable and everything else
-    frozen, the renderer frozen), the embedder and the manifests."""
+    """Load the SFT checkpoint (the reasoner with its adapter trainable, and its output head
+    with `train_lm_head`, everything else frozen; the renderer frozen), the embedder and the
+    manifests."""
     start, settings = load_start(config.checkpoint)
     lora = start / "vlm" / LORA_DIR
     if not lora.exists():
@@ -339,6 +344,8 @@ def build_joint_grpo_vlm_task(config: JointGRPOVLMConfig) -> JointGRPOVLMTask:
     reasoner = Reasoner.from_pretrained(
         start / "vlm", lora=lora, trainable_lora=True, fps=settings.vlm_fps
     )
+    if config.train_lm_head:
+        reasoner.unfreeze_output_head()
     renderer = Renderer.from_pretrained(start / "vdm")
     renderer.set_shift(settings.flow_shift)
     embedder = load_embedder(config.embedder)

@@ -253,8 +253,7 @@ def build_sft_vlm_task(config: SFTVLMConfig) -> SFTVLMTask:
     else:
         _check_lora(reasoner, config, lora)
     if config.train_lm_head:
-        reasoner.model.lm_head.requires_grad_(True)
-        reasoner.model.model.language_model.norm.requires_grad_(True)
+        reasoner.unfreeze_output_head()
     train_samples = load_manifest(config.train_manifest)
     eval_samples = load_manifest(config.eval_manifest) if config.eval_manifest else None
     return SFTVLMTask(config, reasoner, settings, start, train_samples, eval_samples)
