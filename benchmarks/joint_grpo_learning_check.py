@@ -70,7 +70,7 @@ def show(title: str, rows: list[tuple[str, dict[str, float]]], keys: list[str]) 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--workdir", type=Path, default=Path("runs/toy"))
-    parser.add_argument("--stage1-steps", type=int, default=60)
+    parser.add_argument("--stage1-steps", type=int, default=120)
     parser.add_argument("--stage2-steps", type=int, default=30)
     parser.add_argument("--eval-prompts", type=int, default=16)
     parser.add_argument("--threads", type=int, default=2)
