@@ -239,6 +239,17 @@ class Renderer:
         key = "flow_shift" if "flow_shift" in self.scheduler.config else "shift"
         self.scheduler = type(self.scheduler).from_config(self.scheduler.config, **{key: shift})
 
+    def trainable_transformer(self, gradient_checkpointing: bool = False) -> torch.nn.Module:
+        """Make every DiT weight trainable and freeze the VAE and the text encoder (eval mode,
+        no gradients; their outputs can then be cached exactly), as VANS trains the renderer
+        (SFT and Flow-GRPO). Returns the DiT."""
+        self.vae.requires_grad_(False).eval()
+        self.text_encoder.requires_grad_(False).eval()
+        self.transformer.requires_grad_(True)
+        if gradient_checkpointing:
+            self.transformer.enable_gradient_checkpointing()
+        return self.transformer
+
     def num_latent_frames(self, num_frames: int) -> int:
         return (num_frames - 1) // self.temporal_scale + 1
 

@@ -186,13 +186,8 @@ class JointGRPOVDMTask:
         # The checkpoint's scheduler is saved as it came; rollouts use the settings' shift.
         self._scheduler = renderer.scheduler
         renderer.set_shift(settings.flow_shift)
-        renderer.vae.requires_grad_(False).eval()
-        renderer.text_encoder.requires_grad_(False).eval()
         reasoner.model.requires_grad_(False).eval()
-        renderer.transformer.requires_grad_(True)
-        if config.gradient_checkpointing:
-            renderer.transformer.enable_gradient_checkpointing()
-        self.model: torch.nn.Module = renderer.transformer
+        self.model = renderer.trainable_transformer(config.gradient_checkpointing)
         self.reference = ReferenceWeights(self.model) if config.grpo.beta > 0 else None
         self._set_embedder(torch.device("cpu"))
         config.grpo.check_rewards(self.rewards)

@@ -180,12 +180,7 @@ class SFTVDMTask:
         self.settings = settings
         self.start = start
         self._check_sizes()
-        renderer.vae.requires_grad_(False).eval()
-        renderer.text_encoder.requires_grad_(False).eval()
-        renderer.transformer.requires_grad_(True)
-        if config.gradient_checkpointing:
-            renderer.transformer.enable_gradient_checkpointing()
-        self.model: torch.nn.Module = renderer.transformer
+        self.model = renderer.trainable_transformer(config.gradient_checkpointing)
         self.num_train_timesteps = int(renderer.scheduler.config.num_train_timesteps)
         self.latent_shape = (
             renderer.latent_channels,
