@@ -42,6 +42,22 @@ class VideoViews:
     target_size: tuple[int, int] = PROTOCOL_SIZE
     """(H, W) of the target clip."""
 
+    @classmethod
+    def for_renderer(
+        cls, reference_frames: int, num_frames: int, size: tuple[int, int]
+    ) -> VideoViews:
+        """The views a renderer-only stage reads: the input as `reference_frames` frames and
+        the target as `num_frames`, both at `size`. `VNEPDataset` decodes the VLM view too;
+        it is made as cheap as possible (one 8x8 frame)."""
+        return cls(
+            vlm_size=(8, 8),
+            vlm_max_frames=1,
+            vdm_num_frames=reference_frames,
+            vdm_size=size,
+            target_num_frames=num_frames,
+            target_size=size,
+        )
+
     def __post_init__(self) -> None:
         if not self.vlm_fps > 0:
             raise VansError(f"vlm_fps must be > 0, got {self.vlm_fps}")

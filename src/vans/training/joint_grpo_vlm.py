@@ -115,10 +115,11 @@ def token_segment_masks(
     ]
     text = tokenizer.decode(token_ids, skip_special_tokens=False)
     starts = [0, *ends[:-1]]
+    spans = segment_spans(text)
     masks = {}
     for segment in ("think", "answer"):
         mask = torch.zeros(length, dtype=torch.bool)
-        span = segment_spans(text).get(segment)
+        span = spans.get(segment)
         if span is not None:
             for i, start in enumerate(starts):
                 mask[i] = span[0] <= start < span[1] and ends[i] > start

@@ -189,14 +189,8 @@ class SFTVDMTask:
             config.width // renderer.spatial_scale,
         )
         self.negative_prompt = settings.negative_prompt
-        self.views = VideoViews(
-            # VNEPDataset also decodes the VLM view, unused here: keep it tiny.
-            vlm_size=(8, 8),
-            vlm_max_frames=1,
-            vdm_num_frames=config.reference_video_frames,
-            vdm_size=(config.height, config.width),
-            target_num_frames=config.num_frames,
-            target_size=(config.height, config.width),
+        self.views = VideoViews.for_renderer(
+            config.reference_video_frames, config.num_frames, (config.height, config.width)
         )
         self._negative_embeds: torch.Tensor | None = None
         self._train = self._items(train_samples)

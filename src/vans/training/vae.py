@@ -137,14 +137,8 @@ class VAETask:
             config.height // renderer.spatial_scale,
             config.width // renderer.spatial_scale,
         )
-        size = (config.height, config.width)
-        self.views = VideoViews(
-            vlm_size=(8, 8),  # VNEPDataset also decodes the VLM view, unused here: keep it tiny
-            vlm_max_frames=1,
-            vdm_num_frames=config.num_frames,
-            vdm_size=size,
-            target_num_frames=config.num_frames,
-            target_size=size,
+        self.views = VideoViews.for_renderer(
+            config.num_frames, config.num_frames, (config.height, config.width)
         )
         self.kinds = {"target": ["target"], "input": ["input"], "both": ["input", "target"]}[
             config.clips
