@@ -16,6 +16,7 @@ from vans.cli.demo import demo
 from vans.cli.embedder import train_embedder
 from vans.cli.eval import eval_command
 from vans.cli.predict import init_tiny, predict
+from vans.cli.reproduce import reproduce_app
 from vans.cli.train import train_app
 from vans.errors import VansError
 
@@ -28,6 +29,7 @@ app = typer.Typer(
 )
 app.add_typer(data_app, name="data")
 app.add_typer(train_app, name="train")
+app.add_typer(reproduce_app, name="reproduce")
 train_app.command("embedder")(train_embedder)
 app.command()(demo)
 app.command("init-tiny")(init_tiny)

@@ -6,9 +6,8 @@ torchrun --nproc_per_node 2 -m vans train sft-vdm --config ...     (several proc
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -42,51 +41,23 @@ Resume = Annotated[
 ]
 
 
-def run_stage(
-    config_cls: type[Any],
-    build_task: Callable[[Any], Any],
-    config_file: Path | None,
-    overrides: list[str] | None,
-    resume: bool,
-) -> Any:
-    """Load the stage's config (file, then overrides), build its task and train it; the
-    resolved config is saved with the run. Returns the `TrainResult`."""
-    from vans.training.config import config_to_dict, load_config
-    from vans.training.loop import train
-
-    config = load_config(config_cls, config_file, overrides or [])
-    task = build_task(config)
-    return train(
-        task, config.train, resume=resume, console=console, run_config=config_to_dict(config)
-    )
-
-
 @train_app.command("sft-vlm")
 def sft_vlm(overrides: Overrides = None, config: ConfigFile = None, resume: Resume = False) -> None:
     """SFT of the reasoner: LoRA on Qwen2.5-VL's language model (paper: 10K steps, lr 5e-5)."""
-    quiet_model_libraries()
-    from vans.training.sft_vlm import SFTVLMConfig, build_sft_vlm_task
-
-    run_stage(SFTVLMConfig, build_sft_vlm_task, config, overrides, resume)
+    _run("sft-vlm", config, overrides, resume)
 
 
 @train_app.command("sft-vdm")
 def sft_vdm(overrides: Overrides = None, config: ConfigFile = None, resume: Resume = False) -> None:
     """SFT of the renderer: flow matching on all Wan2.1 DiT blocks (paper: 20K steps, lr 5e-5)."""
-    quiet_model_libraries()
-    from vans.training.sft_vdm import SFTVDMConfig, build_sft_vdm_task
-
-    run_stage(SFTVDMConfig, build_sft_vdm_task, config, overrides, resume)
+    _run("sft-vdm", config, overrides, resume)
 
 
 @train_app.command("vae")
 def vae(overrides: Overrides = None, config: ConfigFile = None, resume: Resume = False) -> None:
     """Train a toy renderer's VAE as an autoencoder of the clips it will render (the real
     Wan2.1 VAE comes pretrained; VANS does not train it)."""
-    quiet_model_libraries()
-    from vans.training.vae import VAEConfig, build_vae_task
-
-    run_stage(VAEConfig, build_vae_task, config, overrides, resume)
+    _run("vae", config, overrides, resume)
 
 
 @train_app.command("joint-grpo")
@@ -106,12 +77,11 @@ def joint_grpo(
     resume: Resume = False,
 ) -> None:
     """Joint-GRPO (paper: Stage 1 800 steps, Stage 2 1K steps; G 8, lr 5e-5, beta 0.004)."""
+    _run(f"joint-grpo-{stage}", config, overrides, resume)
+
+
+def _run(stage: str, config: Path | None, overrides: list[str] | None, resume: bool) -> None:
     quiet_model_libraries()
-    if stage == 1:
-        from vans.training.joint_grpo_vlm import JointGRPOVLMConfig, build_joint_grpo_vlm_task
+    from vans.training.stages import run_stage
 
-        run_stage(JointGRPOVLMConfig, build_joint_grpo_vlm_task, config, overrides, resume)
-    else:
-        from vans.training.joint_grpo_vdm import JointGRPOVDMConfig, build_joint_grpo_vdm_task
-
-        run_stage(JointGRPOVDMConfig, build_joint_grpo_vdm_task, config, overrides, resume)
+    run_stage(stage, config, overrides or [], resume=resume, console=console)

@@ -1,8 +1,10 @@
 """A look at a data set: an animated GIF grid of inputs and targets and an HTML page.
 
-Each sample is shown as two panels: the input clip plays on the left, then the target
-(the next event) plays on the right while the input holds its last frame, so the order in
-time is visible. Works on any manifest, toy world or real video.
+Each sample is shown as two panels (`answer_strip`): the input clip plays on the left, then
+the target (the next event) plays on the right while the input holds its last frame, so the
+order in time is visible. Works on any manifest, toy world or real video. The same strip
+with more panels shows models' answers next to the ground truth (`vans demo`, `vans
+reproduce`).
 """
 
 from __future__ import annotations
@@ -11,7 +13,9 @@ import html
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
+from PIL import Image, ImageDraw
 
 from vans.data.schema import VideoRef, VNEPSample
 from vans.data.video import read_video, write_gif
@@ -26,19 +30,45 @@ def _clip(ref: VideoRef, fps: float, size: tuple[int, int]) -> torch.Tensor:
     return read_video(ref.path, start=ref.start, end=ref.end, fps=fps, size=size).frames
 
 
-def _strip(inp: torch.Tensor, target: torch.Tensor, length: int) -> torch.Tensor:
-    """(length, H + bar, 2W + gap, 3): input plays, then target; the playing side is marked."""
+def answer_strip(
+    inp: torch.Tensor, futures: Sequence[torch.Tensor], labels: Sequence[str] = ()
+) -> torch.Tensor:
+    """uint8 (T, H', W', 3): the input plays in the left panel, then every future (the
+    ground truth, each model's answer) plays at once in the panels to its right while the
+    input holds its last frame; the playing side is marked by a coloured bar. `labels`, if
+    given, name the panels (input first) in a header. All clips share one H x W."""
     t_in, h, w, _ = inp.shape
-    out = torch.zeros(length, h + _BAR, 2 * w + _GAP, 3, dtype=torch.uint8)
-    for t in range(length):
+    t_out = max(len(f) for f in futures)
+    n = 1 + len(futures)
+    out = torch.zeros(t_in + t_out, h + _BAR, n * w + (n - 1) * _GAP, 3, dtype=torch.uint8)
+    for t in range(t_in + t_out):
         out[t, _BAR:, :w] = inp[min(t, t_in - 1)]
         if t < t_in:
             out[t, :_BAR, :w] = torch.tensor(_INPUT_BAR, dtype=torch.uint8)
-            out[t, _BAR:, w + _GAP :] = target[0] // 3  # dimmed: not yet happened
-        else:
-            out[t, :_BAR, w + _GAP :] = torch.tensor(_TARGET_BAR, dtype=torch.uint8)
-            out[t, _BAR:, w + _GAP :] = target[min(t - t_in, len(target) - 1)]
+        for k, future in enumerate(futures, 1):
+            x = k * (w + _GAP)
+            if t < t_in:
+                out[t, _BAR:, x : x + w] = future[0] // 3  # dimmed: not yet happened
+            else:
+                out[t, :_BAR, x : x + w] = torch.tensor(_TARGET_BAR, dtype=torch.uint8)
+                out[t, _BAR:, x : x + w] = future[min(t - t_in, len(future) - 1)]
+    if labels:
+        out = torch.cat([_header(list(labels), w, out.shape[0], out.shape[2]), out], dim=1)
     return out
+
+
+def _header(labels: list[str], panel: int, frames: int, width: int) -> torch.Tensor:
+    """A black band with each label written over its panel (PIL's built-in font)."""
+    image = Image.new("RGB", (width, 12))
+    draw = ImageDraw.Draw(image)
+    for k, label in enumerate(labels):
+        x = k * (panel + _GAP)
+        text = label
+        while text and draw.textlength(text) > panel:  # keep each label over its own panel
+            text = text[:-1]
+        draw.text((x + 1, 0), text, fill=(230, 230, 230))
+    band = torch.from_numpy(np.asarray(image).copy())
+    return band.unsqueeze(0).expand(frames, -1, -1, -1)
 
 
 def write_preview(
@@ -55,7 +85,7 @@ def write_preview(
     chosen = list(samples)[:max_samples]
     clips = [(_clip(s.input, fps, cell), _clip(s.target, fps, cell)) for s in chosen]
     length = max(len(i) + len(t) for i, t in clips)
-    strips = [_strip(i, t, len(i) + len(t)) for i, t in clips]
+    strips = [answer_strip(i, [t]) for i, t in clips]
     rows = []
     for s, strip in zip(chosen, strips, strict=True):
         write_gif(out / "samples" / f"{s.id}.gif", strip, fps)

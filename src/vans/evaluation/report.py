@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
@@ -10,30 +11,33 @@ from vans.evaluation.text_metrics import ROUGE_VARIANTS
 if TYPE_CHECKING:
     from vans.evaluation.runner import EvalResult
 
+METRICS = ("bleu4", "rouge_l", "fvd", "clip_v", "clip_t")
+"""The columns of the paper's table, in its order."""
+
 ROUGE_DESCRIPTIONS = {
     "coco": "COCO-caption LCS F-measure, beta = 1.2, PTB-style tokens",
     "rouge-score": "Google rouge-score rougeL F1, its default tokenizer, no stemming",
 }
 
 
-def results_markdown(results: Sequence[EvalResult]) -> str:
-    """A Markdown table (one row per result) followed by the protocol behind the numbers."""
+def results_markdown(rows: Sequence[EvalResult | Sequence[EvalResult]]) -> str:
+    """A Markdown table followed by the protocol behind the numbers.
+
+    A row is one result, or the results of one model trained with several seeds (same name):
+    each cell is then "mean ± std" (sample standard deviation, n - 1) over the seeds.
+    """
+    groups = [list(row) if isinstance(row, Sequence) else [row] for row in rows]
+    results = [r for group in groups for r in group]
     fvd_labels = sorted({r.fvd_label for r in results})
     fvd = fvd_labels[0] if len(fvd_labels) == 1 else "FVD / FVD-toy"
     lines = [
         f"| Model | BLEU@4↑ | ROUGE-L↑ | {fvd}↓ | CLIP-V↑ | CLIP-T↑ |",
         "|---|---|---|---|---|---|",
     ]
-    for r in results:
-        m = r.metrics
-        cells = [
-            _num(m.get("bleu4"), 4),
-            _num(m.get("rouge_l"), 4),
-            _num(m.get("fvd"), 2),
-            _num(m.get("clip_v"), 4),
-            _num(m.get("clip_t"), 4),
-        ]
-        lines.append(f"| {r.name} | " + " | ".join(cells) + " |")
+    for group in groups:
+        cells = [_cell([r.metrics.get(m) for r in group], 2 if m == "fvd" else 4) for m in METRICS]
+        name = group[0].name + (f" ({len(group)} seeds)" if len(group) > 1 else "")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines += ["", "Protocol:"]
     for r in results:
         p = r.protocol
@@ -66,6 +70,13 @@ def results_markdown(results: Sequence[EvalResult]) -> str:
             + ".",
         ]
     return "\n".join(lines) + "\n"
+
+
+def _cell(values: list[float | None], digits: int) -> str:
+    if len(values) == 1 or any(v is None for v in values):
+        return _num(values[0], digits) if len(values) == 1 else "–"
+    mean = statistics.fmean(values)
+    return f"{_num(mean, digits)} ± {statistics.stdev(values):.{digits}f}"
 
 
 def _num(value: float | None, digits: int) -> str:

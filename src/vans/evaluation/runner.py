@@ -34,13 +34,10 @@ from vans.data.video import read_video, write_mp4
 from vans.errors import VansError
 from vans.evaluation.embedders import VideoTextEmbedder, video_features
 from vans.evaluation.fvd import I3D, frechet_distance_from_features
-from vans.evaluation.report import results_markdown
+from vans.evaluation.report import METRICS, results_markdown
 from vans.evaluation.text_metrics import DEFAULT_ROUGE_VARIANT, ROUGE_VARIANTS, corpus_bleu, rouge_l
 from vans.evaluation.video_metrics import align_frames, clip_t, clip_v
 from vans.io import atomic_file, write_json, write_text
-
-METRICS = ("bleu4", "rouge_l", "fvd", "clip_v", "clip_t")
-"""The columns of the paper's table, in its order."""
 
 VIDEO_METRICS = ("fvd", "clip_v", "clip_t")
 
@@ -237,7 +234,7 @@ def evaluate(
     features: list[tuple[torch.Tensor, torch.Tensor]] = []
     failed = list(failures)
     for sample in samples:
-        folder = out / "samples" / _safe_name(sample.id)
+        folder = sample_folder(out, sample.id)
         done = folder / "scores.json"
         if done.is_file():
             records.append(SampleScores(**json.loads(done.read_text())))
@@ -398,8 +395,9 @@ def _write_failures(path: Path, failures: Sequence[dict[str, str]]) -> None:
         tmp.write_text("".join(json.dumps(f, ensure_ascii=False) + "\n" for f in failures))
 
 
-def _safe_name(sample_id: str) -> str:
-    """A folder name for a sample id; ids that needed changing get a hash so two ids never
-    share a folder ("a/b" and "a_b")."""
+def sample_folder(out: str | Path, sample_id: str) -> Path:
+    """Where an evaluation in `out` keeps a sample's scores (and answer.mp4). Ids that need
+    changing to be a folder name get a hash, so two ids never share a folder ("a/b", "a_b")."""
     safe = re.sub(r"[^A-Za-z0-9._-]", "_", sample_id)
-    return safe if safe == sample_id else f"{safe}-{zlib.crc32(sample_id.encode()):08x}"
+    name = safe if safe == sample_id else f"{safe}-{zlib.crc32(sample_id.encode()):08x}"
+    return Path(out) / "samples" / name

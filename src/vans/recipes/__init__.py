@@ -1,0 +1,1 @@
+"""End-to-end recipes: the paper's method run from nothing to its results table."""

@@ -1,0 +1,453 @@
+"""`vans reproduce toyworld`: the whole VANS method, in miniature, on the toy world.
+
+From nothing to the paper's Table 2 on a CPU:
+
+1. data: train / val / test / judge toy sets. Train and val never show the held-out
+   colour-shape pairs; in the test split the answer's object always is one (held-out
+   compositions). The judge set (all compositions, its own seed) trains the embedder that
+   stands in for CLIP: the CLIP-V / CLIP-T / FVD-toy judge and the RL stages' reward model.
+2. a toy-preset checkpoint (`init_tiny`), the embedder, the toy VAE (the real Wan VAE comes
+   pretrained), SFT of the reasoner, SFT of the renderer with reference frames (VANS) and
+   without them (the cascade baseline's text-only renderer, the "Qwen-Wan" analogue);
+3. Joint-GRPO Stage 1 then Stage 2 from the SFT model, once per seed;
+4. evaluation of every variant on the test split (greedy captions, per-sample seeds), the
+   results table (RL rows: mean ± std over the seeds), reward curves, GIF strips, and a
+   release directory: the seed-0 Joint-GRPO checkpoint with its table and the ROUGE-L it
+   scores on the test split (what the shipped checkpoint's test checks).
+
+Every step is skipped when its output exists and every training stage resumes from its
+checkpoints, so an interrupted run continues where it stopped. The stage configs are the
+YAML files of `configs/toy/`; the recipe only sets their paths and seeds (plus any
+`overrides` given to it).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import statistics
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from rich.console import Console
+
+from vans.data.manifest import load_manifest
+from vans.data.preview import answer_strip
+from vans.data.schema import VNEPSample
+from vans.data.toyworld import ToyWorldConfig, write_toyworld
+from vans.data.video import read_video, write_gif
+from vans.errors import VansError
+from vans.evaluation.embedders import load_embedder
+from vans.evaluation.runner import (
+    EvalResult,
+    EvalSettings,
+    PipelinePredictor,
+    evaluate,
+    sample_folder,
+)
+from vans.evaluation.text_metrics import DEFAULT_ROUGE_VARIANT
+from vans.io import atomic_dir, write_json, write_text
+from vans.models.checkpoint import SETTINGS_FILE, VANSSettings, init_tiny, load_settings
+from vans.models.pipeline import VANSPipeline
+from vans.training.config import load_config
+from vans.training.embedder import EmbedderTrainConfig, train_embedder
+from vans.training.loop import FINAL_DIR
+from vans.training.stages import run_stage
+
+DEFAULT_CONFIGS = Path(__file__).resolve().parents[3] / "configs" / "toy"
+"""configs/toy/ of a source checkout (the recipe's stage configs)."""
+
+HELD_OUT = ("red triangle", "green circle", "blue square")
+"""Colour-shape pairs no training sample shows; each colour and shape is still seen."""
+
+RELEASE_DIR = "release"
+RELEASE_FILE = "release.json"
+
+RL_STAGES = ("joint_grpo_stage1", "joint_grpo_stage2")
+
+
+class RecipeError(VansError):
+    """A recipe that cannot run as asked (missing configs, bad overrides)."""
+
+
+@dataclass
+class ToyRecipeConfig:
+    """What `vans reproduce toyworld` runs. The defaults are the recipe whose results ship."""
+
+    out: str = "runs/reproduce"
+    """Output directory: data, runs, evaluations, figures, strips, the table, the release."""
+    configs: str = str(DEFAULT_CONFIGS)
+    """Directory of the stage configs (vae.yaml, sft_vlm.yaml, sft_vdm.yaml,
+    joint_grpo_stage1.yaml, joint_grpo_stage2.yaml)."""
+    seeds: tuple[int, ...] = (0, 1, 2)
+    """Seeds of the RL stages (each seed: Stage 1, then Stage 2 from it). The first seed's
+    Joint-GRPO model is the release, chosen before any test number exists."""
+    held_out: tuple[str, ...] = HELD_OUT
+    train_num: int = 400
+    val_num: int = 64
+    """Held-out samples the training stages report eval losses and rewards on."""
+    test_num: int = 64
+    judge_num: int = 2000
+    """Samples the judge embedder trains on (a separate set the models never see)."""
+    overrides: dict[str, list[str]] = field(default_factory=dict)
+    """Extra KEY=VALUE overrides per run: keys embedder (an `EmbedderTrainConfig`), vae,
+    sft_vlm, sft_vdm, sft_vdm_text_only, joint_grpo_stage1, joint_grpo_stage2."""
+    strips: int = 6
+    """Test samples shown as GIF strips (input | ground truth | each variant)."""
+
+    def check(self) -> None:
+        known = {"embedder", "vae", "sft_vlm", "sft_vdm", "sft_vdm_text_only", *RL_STAGES}
+        unknown = sorted(set(self.overrides) - known)
+        if unknown:
+            raise RecipeError(f"overrides for unknown runs {unknown}; known: {sorted(known)}")
+        if not self.seeds:
+            raise RecipeError("seeds: at least one seed is needed")
+        missing = [
+            f
+            for f in ("vae", "sft_vlm", "sft_vdm", *RL_STAGES)
+            if not (Path(self.configs) / f"{f}.yaml").is_file()
+        ]
+        if missing:
+            raise RecipeError(
+                f"{self.configs}: missing stage configs {[m + '.yaml' for m in missing]} "
+                "(pass --configs, the configs/toy/ directory of a source checkout)"
+            )
+
+
+def data_splits(config: ToyRecipeConfig) -> dict[str, ToyWorldConfig]:
+    """The recipe's toy sets; the test split holds out compositions (see the module doc)."""
+    held = tuple(config.held_out)
+    return {
+        "train": ToyWorldConfig(num=config.train_num, seed=0, held_out=held),
+        "val": ToyWorldConfig(num=config.val_num, seed=1, held_out=held),
+        "test": ToyWorldConfig(
+            num=config.test_num, seed=2, held_out=held, held_out_mode="only", multi_future=0.5
+        ),
+        "judge": ToyWorldConfig(num=config.judge_num, seed=3),
+    }
+
+
+def greedy(settings: VANSSettings) -> VANSSettings:
+    """The checkpoint's settings with greedy captions: how every variant is evaluated."""
+    return dataclasses.replace(
+        settings, sampling=dataclasses.replace(settings.sampling, do_sample=False)
+    )
+
+
+@dataclass
+class Variant:
+    """One row of the table: a model, trained once or once per seed."""
+
+    name: str
+    short: str
+    """Its label in the GIF strips (a 64-pixel panel)."""
+    checkpoints: list[Path]
+
+
+class _Recipe:
+    def __init__(self, config: ToyRecipeConfig, console: Console) -> None:
+        self.config = config
+        self.console = console
+        self.out = Path(config.out)
+        self.configs = Path(config.configs)
+        self.timings_file = self.out / "timings.json"
+        self.timings: dict[str, float] = (
+            json.loads(self.timings_file.read_text()) if self.timings_file.is_file() else {}
+        )
+
+    @contextmanager
+    def step(self, name: str) -> Iterator[None]:
+        """Time a step (accumulated over resumed runs, in timings.json)."""
+        self.console.rule(name)
+        start = time.perf_counter()
+        yield
+        self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - start
+        write_json(self.timings_file, self.timings)
+
+    def eval_dir(self, checkpoint: Path) -> Path:
+        """out/eval/seed0-joint_grpo_stage1 for out/seed0/joint_grpo_stage1/final."""
+        return self.out / "eval" / "-".join(checkpoint.relative_to(self.out).parts[:-1])
+
+    def manifest(self, split: str) -> Path:
+        return self.out / "data" / split / "manifest.jsonl"
+
+    def data(self) -> None:
+        for split, toy in data_splits(self.config).items():
+            if not self.manifest(split).is_file():
+                with self.step(f"data/{split}"):
+                    write_toyworld(toy, self.out / "data" / split)
+
+    def prepare_models(self) -> None:
+        if not (self.out / "init" / SETTINGS_FILE).is_file():
+            with self.step("init"):
+                init_tiny(self.out / "init", preset="toy")
+        embedder = self.out / "embedder"
+        if not embedder.is_dir():
+            with self.step("embedder"):
+                config = load_config(
+                    EmbedderTrainConfig,
+                    None,
+                    [
+                        f"data_dir={self.out / 'data' / 'judge'}",
+                        f"out_dir={embedder}",
+                        *self.config.overrides.get("embedder", []),
+                    ],
+                )
+                result = train_embedder(config)
+                self.console.print(
+                    f"judge embedder: held-out caption retrieval video->text "
+                    f"{result.video_to_text:.1%} (untrained {result.untrained_video_to_text:.1%})"
+                )
+
+    def train(
+        self, stage: str, config_file: str, run: str, start: Path, extra: list[str] = ()
+    ) -> Path:
+        """Train one stage from `start` into out/<run>, unless it has finished already."""
+        run_dir = self.out / run
+        final = run_dir / FINAL_DIR
+        if (final / SETTINGS_FILE).is_file():
+            return final
+        key = run.split("/")[-1]
+        overrides = [
+            f"checkpoint={start}",
+            f"train_manifest={self.manifest('train')}",
+            f"eval_manifest={self.manifest('val')}",
+            f"train.out_dir={run_dir}",
+            *extra,
+            *self.config.overrides.get(key, []),
+        ]
+        if stage.startswith("joint-grpo"):
+            overrides.append(f"embedder={self.out / 'embedder'}")
+        with self.step(run):
+            run_stage(
+                stage,
+                self.configs / f"{config_file}.yaml",
+                overrides,
+                resume=True,
+                console=self.console,
+            )
+        return final
+
+    def train_all(self) -> list[Variant]:
+        vae = self.train("vae", "vae", "vae", self.out / "init")
+        sft_vlm = self.train("sft-vlm", "sft_vlm", "sft_vlm", vae)
+        sft = self.train("sft-vdm", "sft_vdm", "sft_vdm", sft_vlm)
+        cascade = self.train(
+            "sft-vdm", "sft_vdm", "sft_vdm_text_only", sft_vlm, ["num_reference_frames=0"]
+        )
+        stage1, stage2 = [], []
+        for seed in self.config.seeds:
+            s1 = self.train(
+                "joint-grpo-1",
+                "joint_grpo_stage1",
+                f"seed{seed}/joint_grpo_stage1",
+                sft,
+                [f"train.seed={seed}"],
+            )
+            stage1.append(s1)
+            stage2.append(
+                self.train(
+                    "joint-grpo-2",
+                    "joint_grpo_stage2",
+                    f"seed{seed}/joint_grpo_stage2",
+                    s1,
+                    [f"train.seed={seed}"],
+                )
+            )
+        return [
+            Variant("Cascade (SFT VLM + text-only VDM)", "cascade", [cascade]),
+            Variant("VANS (SFT)", "SFT", [sft]),
+            Variant("VANS (Stage 1 only)", "stage 1", stage1),
+            Variant("VANS (Joint-GRPO)", "J-GRPO", stage2),
+        ]
+
+    def evaluate(self, variants: list[Variant]) -> list[list[EvalResult]]:
+        samples = load_manifest(self.manifest("test"))
+        embedder_dir = self.out / "embedder"
+        judge = load_embedder(embedder_dir)
+        table = []
+        for variant in variants:
+            results = []
+            for checkpoint in variant.checkpoints:
+                folder = self.eval_dir(checkpoint)
+                pipeline = VANSPipeline.from_checkpoint(checkpoint)
+                pipeline.settings = greedy(pipeline.settings)
+                with self.step(f"eval/{folder.name}"):
+                    result = evaluate(
+                        samples,
+                        PipelinePredictor(pipeline, seed=0),
+                        folder,
+                        EvalSettings(source=str(checkpoint), embedder=str(embedder_dir)),
+                        embedder=judge,
+                        name=variant.name,
+                    )
+                if result.num_failed:
+                    raise RecipeError(
+                        f"{result.num_failed} test samples failed for {checkpoint}; see "
+                        f"{folder / 'failures.jsonl'}"
+                    )
+                results.append(result)
+            table.append(results)
+        return table
+
+    def figures(self) -> None:
+        """Reward curves of the RL stages, one line per seed."""
+        panels = {
+            "joint_grpo_stage1": ["reward/r_f", "reward/r_t1", "reward/r_v1", "kl"],
+            "joint_grpo_stage2": ["reward/r_v2", "reward/r_c2", "video/frame_diff", "kl"],
+        }
+        for stage, keys in panels.items():
+            runs = {s: self.out / f"seed{s}" / stage / "metrics.jsonl" for s in self.config.seeds}
+            plot_seed_curves(runs, keys, self.out / "figures" / f"{stage}.png", stage)
+
+    def strips(self, variants: list[Variant]) -> None:
+        samples = load_manifest(self.manifest("test"))[: self.config.strips]
+        settings = load_settings(variants[0].checkpoints[0])
+        size = (settings.height, settings.width)
+        labels = ["input", "truth", *[v.short for v in variants]]
+        rows = []
+        for sample in samples:
+            answers = [
+                read_video(sample_folder(self.eval_dir(v.checkpoints[0]), sample.id) / "answer.mp4")
+                for v in variants
+            ]
+            strip = sample_strip(sample, [a.frames for a in answers], labels, size)
+            write_gif(self.out / "strips" / f"{sample.id}.gif", strip, settings.output_fps)
+            rows.append(strip)
+        write_gif(self.out / "strips" / "grid.gif", torch.cat(rows, dim=1), settings.output_fps)
+
+    def release(self, variants: list[Variant], table: list[list[EvalResult]], text: str) -> Path:
+        """The seed-0 Joint-GRPO checkpoint (greedy captions) with the table it belongs to."""
+        checkpoint, result = variants[-1].checkpoints[0], table[-1][0]
+        target = self.out / RELEASE_DIR
+        with atomic_dir(target) as tmp:
+            shutil.copytree(checkpoint, tmp, dirs_exist_ok=True)
+            settings = greedy(load_settings(checkpoint))
+            (tmp / SETTINGS_FILE).write_text(yaml.safe_dump(settings.to_dict(), sort_keys=False))
+            (tmp / "results.md").write_text(text)
+            info = {
+                "model": f"{result.name}, seed {self.config.seeds[0]}",
+                "test_split": data_splits(self.config)["test"].to_dict(),
+                "rouge_l": result.metrics["rouge_l"],
+                "rouge_l_variant": DEFAULT_ROUGE_VARIANT,
+                "metrics": result.metrics,
+                "recipe": _jsonable(asdict(self.config)),
+            }
+            (tmp / RELEASE_FILE).write_text(json.dumps(info, indent=2) + "\n")
+        return target
+
+
+def run_toyworld(config: ToyRecipeConfig, console: Console | None = None) -> Path:
+    """Run the recipe (see the module docstring); return the path of results.md."""
+    config.check()
+    recipe = _Recipe(config, console or Console())
+    start = time.perf_counter()
+    recipe.data()
+    recipe.prepare_models()
+    variants = recipe.train_all()
+    table = recipe.evaluate(variants)
+    recipe.figures()
+    recipe.strips(variants)
+    text = results_text(table, config, recipe.timings)
+    write_text(recipe.out / "results.md", text)
+    write_json(
+        recipe.out / "results.json",
+        [[_jsonable(asdict(r)) for r in results] for results in table],
+    )
+    recipe.release(variants, table, text)
+    recipe.console.print(
+        f"recipe done in {time.perf_counter() - start:.0f} s (this call); "
+        f"{recipe.out / 'results.md'}"
+    )
+    return recipe.out / "results.md"
+
+
+def results_text(
+    table: list[list[EvalResult]], config: ToyRecipeConfig, timings: dict[str, float]
+) -> str:
+    from vans.evaluation.report import results_markdown
+
+    minutes = sum(timings.values()) / 60
+    header = (
+        f"# VANS in miniature: the toy world\n\n"
+        f"Test split: {config.test_num} samples whose answer shows a held-out colour-shape "
+        f"pair ({', '.join(config.held_out)}); captions are greedy, videos use each sample's "
+        f"own seed. RL rows: mean ± std over seeds {list(config.seeds)}. Judge: a toy "
+        f"embedder trained on {config.judge_num} separate samples. Total compute of the "
+        f"recipe's steps: {minutes:.1f} min.\n\n"
+    )
+    return header + results_markdown(table)
+
+
+def sample_strip(
+    sample: VNEPSample,
+    answers: list[torch.Tensor],
+    labels: list[str],
+    size: tuple[int, int],
+) -> torch.Tensor:
+    """input | ground truth | each answer, as one animated strip (uint8 (T, H, W, 3))."""
+    inp = read_video(sample.input.path, start=sample.input.start, end=sample.input.end, size=size)
+    truth = read_video(
+        sample.target.path, start=sample.target.start, end=sample.target.end, size=size
+    )
+    return answer_strip(inp.frames, [truth.frames, *answers], labels)
+
+
+def plot_seed_curves(runs: dict[int, Path], keys: list[str], out: Path, title: str) -> None:
+    """One panel per metric key, one line per seed (training rows of metrics.jsonl)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.2))
+    for seed, file in runs.items():
+        rows = [json.loads(line) for line in file.read_text().splitlines() if line.strip()]
+        for ax, key in zip(axes, keys, strict=True):
+            points = [(r["step"], r[key]) for r in rows if key in r]
+            if points:
+                ax.plot(*zip(*points, strict=True), label=f"seed {seed}", lw=1)
+    for ax, key in zip(axes, keys, strict=True):
+        ax.set_title(key)
+        ax.set_xlabel("step")
+    axes[0].legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+
+
+def release_rouge(
+    release: Path, samples: list[VNEPSample], progress: Callable[[int], None] | None = None
+) -> float:
+    """Mean per-sample ROUGE-L of the release's captions (its settings) of `samples`, each
+    with the evaluation's per-sample seed: the table's ROUGE-L for this checkpoint."""
+    from vans.evaluation.runner import sample_seed
+    from vans.evaluation.text_metrics import rouge_l
+    from vans.models.checkpoint import load_checkpoint
+    from vans.models.pipeline import load_input
+
+    reasoner, _, settings = load_checkpoint(release)
+    scores = []
+    for i, sample in enumerate(samples):
+        ref = sample.input
+        clip = load_input(settings, video=ref.path, start=ref.start, end=ref.end)
+        (parsed,) = reasoner.predict(
+            clip.vlm_frames, [sample.question], settings.sampling, seed=sample_seed(0, sample.id)
+        )
+        scores.append(rouge_l(parsed.caption, sample.answer, DEFAULT_ROUGE_VARIANT))
+        if progress is not None:
+            progress(i + 1)
+    return statistics.fmean(scores)
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))
