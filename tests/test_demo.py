@@ -3,32 +3,51 @@
 from __future__ import annotations
 
 import html
+from collections import Counter
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from vans.cli.main import run
 from vans.data.dataset import VideoViews, VNEPDataset, collate_vnep
 from vans.data.manifest import load_manifest
 from vans.data.toyworld import ToyWorldConfig, write_toyworld
-from vans.data.video import PROTOCOL_SIZE
+from vans.data.video import PROTOCOL_SIZE, read_video
 
 
-def test_demo_writes_data_set_and_preview(tmp_path, capsys) -> None:
-    assert run(["demo", "--out", str(tmp_path), "--num", "6"]) == 0
-    out = capsys.readouterr().out
-    samples = load_manifest(tmp_path / "toyworld" / "manifest.jsonl")
-    assert len(samples) == 6
-    assert "[Think]" in out and "[Ans]" in out and samples[0].answer in out.replace("\n", " ")
-    page = (tmp_path / "preview" / "index.html").read_text()
-    for s in samples:
-        assert html.escape(s.question) in page and html.escape(s.answer) in page
-        with Image.open(tmp_path / "preview" / "samples" / f"{s.id}.gif") as gif:
-            assert gif.n_frames > 1
-    with Image.open(tmp_path / "preview" / "grid.gif") as grid:
-        # 6 rows of input | target panels, 128 px cells.
-        assert grid.size[0] == 2 * 128 + 4 and grid.size[1] >= 6 * 128
+def check_demo_output(out_dir, stdout: str) -> None:
+    """Every answer: printed (question, reasoning, caption, ground truth), a strip GIF and
+    MP4 of input | truth | answer that decode, a row on the page; one scene is multi-future."""
+    samples = {s.id: s for s in load_manifest(out_dir / "toyworld" / "manifest.jsonl")}
+    answered = sorted(p.stem for p in (out_dir / "answers").glob("*.gif"))
+    assert answered and {p.stem for p in (out_dir / "answers").glob("*.mp4")} == set(answered)
+    scenes = Counter(samples[i].input for i in answered)
+    assert max(scenes.values()) >= 2  # one video, two hypothetical questions
+    assert len(scenes) == 3
+    flat = stdout.replace("\n", " ")
+    assert flat.count("[Think]") == len(answered) and flat.count("[Ans]") == len(answered)
+    page = (out_dir / "index.html").read_text()
+    for sample_id in answered:
+        sample = samples[sample_id]
+        assert sample.question in flat and sample.answer in flat
+        assert html.escape(sample.question) in page and html.escape(sample.answer) in page
+        gif = read_video(out_dir / "answers" / f"{sample_id}.gif")
+        mp4 = read_video(out_dir / "answers" / f"{sample_id}.mp4")
+        # 33 input frames, then the 17-frame futures; three 64-px panels with 4-px gaps (a
+        # GIF merges repeated frames, an MP4 keeps them all).
+        assert mp4.frames.shape[0] == 33 + 17 and gif.frames.shape[0] > 17
+        assert gif.frames.shape[2] == mp4.frames.shape[2] == 3 * 64 + 2 * 4
+
+
+def test_demo_answers_with_a_checkpoint(tmp_path, tiny_checkpoint, capsys) -> None:
+    args = ["demo", "--out", str(tmp_path), "--checkpoint", str(tiny_checkpoint)]
+    assert run([*args, "--scenes", "3"]) == 0
+    check_demo_output(tmp_path, capsys.readouterr().out)
+
+
+def test_demo_names_a_checkpoint_that_is_not_one(tmp_path, capsys) -> None:
+    assert run(["demo", "--out", str(tmp_path / "o"), "--checkpoint", str(tmp_path)]) == 2
+    assert str(tmp_path) in capsys.readouterr().err
 
 
 def test_toy_world_feeds_the_dataset(tmp_path) -> None:

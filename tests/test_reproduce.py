@@ -1,0 +1,159 @@
+"""`vans reproduce toyworld`: the whole recipe in miniature (a few steps per stage), its
+table, figures, strips and release; the pieces it is built from."""
+
+from __future__ import annotations
+
+import json
+import statistics
+
+import pytest
+import torch
+from PIL import Image
+
+from vans.cli.main import run
+from vans.data.manifest import load_manifest
+from vans.data.preview import answer_strip
+from vans.data.video import read_video
+from vans.evaluation.report import results_markdown
+from vans.evaluation.runner import EvalResult
+from vans.models.checkpoint import load_checkpoint, load_settings
+from vans.recipes.toyworld import HELD_OUT, RELEASE_FILE, release_rouge
+
+RUNS = ("vae", "sft_vlm", "sft_vdm", "sft_vdm_text_only", "joint_grpo_stage1", "joint_grpo_stage2")
+QUICK = [
+    "--set",
+    "embedder:steps=10",
+    "--set",
+    "embedder:batch_size=8",
+    "--set",
+    "vae:stats_clips=8",
+    *[a for r in RUNS for a in ("--set", f"{r}:train.steps=2", "--set", f"{r}:train.eval_every=0")],
+]
+
+
+@pytest.fixture(scope="module")
+def recipe(tmp_path_factory):
+    out = tmp_path_factory.mktemp("reproduce")
+    args = ["reproduce", "toyworld", "--out", str(out), "--seed", "0", "--seed", "5"]
+    args += ["--train-num", "16", "--val-num", "4", "--test-num", "4", "--judge-num", "40"]
+    assert run([*args, *QUICK]) == 0
+    return out, [*args, *QUICK]
+
+
+def test_splits_hold_out_compositions(recipe) -> None:
+    out, _ = recipe
+    train = load_manifest(out / "data" / "train" / "manifest.jsonl")
+    test = load_manifest(out / "data" / "test" / "manifest.jsonl")
+    mentions = lambda s: [p for p in HELD_OUT if p in f"{s.question} {s.answer}"]  # noqa: E731
+    assert all(not mentions(s) for s in train)
+    assert all(any(p in s.answer for p in HELD_OUT) for s in test)
+
+
+def test_table_has_every_variant_with_seed_statistics(recipe) -> None:
+    out, _ = recipe
+    table = json.loads((out / "results.json").read_text())
+    names = [rows[0]["name"] for rows in table]
+    assert names == [
+        "Cascade (SFT VLM + text-only VDM)",
+        "VANS (SFT)",
+        "VANS (Stage 1 only)",
+        "VANS (Joint-GRPO)",
+    ]
+    assert [len(rows) for rows in table] == [1, 1, 2, 2]
+    assert [r["protocol"]["source"] for r in table[3]] == [
+        str(out / f"seed{s}" / "joint_grpo_stage2" / "final") for s in (0, 5)
+    ]
+    text = (out / "results.md").read_text()
+    rouge = [r["metrics"]["rouge_l"] for r in table[2]]
+    cell = f"{statistics.fmean(rouge):.4f} ± {statistics.stdev(rouge):.4f}"
+    assert "| VANS (Stage 1 only) (2 seeds) | " in text and cell in text
+    for rows in table:
+        assert all(r["num_samples"] == 4 and r["num_failed"] == 0 for r in rows)
+        assert all(r["metrics"][m] is not None for r in rows for m in ("clip_v", "fvd"))
+
+
+def test_cascade_renders_without_reference_frames(recipe) -> None:
+    out, _ = recipe
+    assert load_settings(out / "sft_vdm_text_only" / "final").num_reference_frames == 0
+    assert load_settings(out / "sft_vdm" / "final").num_reference_frames == 6
+
+
+def test_release_is_the_first_seed_and_its_rouge_reproduces(recipe) -> None:
+    out, _ = recipe
+    release = out / "release"
+    info = json.loads((release / RELEASE_FILE).read_text())
+    table = json.loads((out / "results.json").read_text())
+    assert info["rouge_l"] == table[3][0]["metrics"]["rouge_l"]
+    assert info["test_split"]["held_out_mode"] == "only"
+    _, _, settings = load_checkpoint(release)
+    assert settings.sampling.do_sample is False
+    samples = load_manifest(out / "data" / "test" / "manifest.jsonl")
+    assert release_rouge(release, samples) == pytest.approx(info["rouge_l"], abs=1e-12)
+    assert (release / "results.md").read_text() == (out / "results.md").read_text()
+
+
+def test_figures_and_strips(recipe) -> None:
+    out, _ = recipe
+    for stage in ("joint_grpo_stage1", "joint_grpo_stage2"):
+        with Image.open(out / "figures" / f"{stage}.png") as png:
+            assert png.size[0] > 400
+    strips = sorted((out / "strips").glob("toy*.gif"))
+    assert len(strips) == 4
+    # input, truth and 4 variants: six 64-px panels, 4-px gaps.
+    assert read_video(strips[0]).frames.shape[2] == 6 * 64 + 5 * 4
+
+
+def test_rerun_resumes_without_retraining(recipe) -> None:
+    out, args = recipe
+    timings = json.loads((out / "timings.json").read_text())
+    before = {k: v for k, v in timings.items() if not k.startswith("eval/")}
+    assert run(args) == 0
+    after = json.loads((out / "timings.json").read_text())
+    assert {k: after[k] for k in before} == before
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--set", "nonsense"], "expected RUN:KEY=VALUE"),
+        (["--set", "sft_vml:train.steps=2"], "unknown runs ['sft_vml']"),
+        (["--configs", "/nonexistent"], "/nonexistent: missing stage configs"),
+    ],
+)
+def test_bad_recipe_arguments_are_named(tmp_path, capsys, extra, message) -> None:
+    assert run(["reproduce", "toyworld", "--out", str(tmp_path), *extra]) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "data").exists()
+
+
+def test_answer_strip_layout() -> None:
+    inp = torch.full((3, 4, 5, 3), 90, dtype=torch.uint8)
+    futures = [torch.full((2, 4, 5, 3), 30 * (k + 1), dtype=torch.uint8) for k in range(2)]
+    strip = answer_strip(inp, futures)
+    assert strip.shape == (5, 4 + 3, 3 * 5 + 2 * 4, 3)
+    # While the input plays, the futures are dimmed first frames; then they play.
+    assert strip[0, 3:, 9:14].eq(30 // 3).all() and strip[4, 3:, 18:23].eq(60).all()
+    assert strip[4, 3:, :5].eq(90).all()  # the input holds its last frame
+    assert strip[0, :3, :5, 2].eq(255).all() and strip[4, :3, 9:14, 1].eq(200).all()
+    labelled = answer_strip(inp, futures, ["in", "a", "b"])
+    assert labelled.shape[1] == strip.shape[1] + 12
+    assert labelled[:, :12].float().mean() > 0  # the labels are drawn
+
+
+def test_seeded_rows_show_mean_and_sample_std() -> None:
+    def result(rouge: float) -> EvalResult:
+        protocol = {
+            "video": [],
+            "rouge_l_variant": "coco",
+            "source": "x",
+            "seed": 0,
+            "embedder": None,
+            "i3d": None,
+        }
+        metrics = {"bleu4": 0.1, "rouge_l": rouge, "fvd": None, "clip_v": None, "clip_t": None}
+        return EvalResult("M", metrics, "FVD-toy", protocol, 4, 0, {"rouge-score": 0.2})
+
+    text = results_markdown([[result(0.2), result(0.4), result(0.3)]])
+    # mean 0.3, sample std sqrt(((0.1)^2 + (0.1)^2) / 2) = 0.1
+    assert "| M (3 seeds) | 0.1000 ± 0.0000 | 0.3000 ± 0.1000 | – | – | – |" in text
+    assert "| M | 0.1000 | 0.2000 |" in results_markdown([result(0.2)])
