@@ -27,8 +27,7 @@ def results_markdown(rows: Sequence[EvalResult | Sequence[EvalResult]]) -> str:
     each cell is then "mean ± std" (sample standard deviation, n - 1) over the seeds.
     """
     groups = [list(row) if isinstance(row, Sequence) else [row] for row in rows]
-    results = [r for group in groups for r in group]
-    fvd_labels = sorted({r.fvd_label for r in results})
+    fvd_labels = sorted({r.fvd_label for group in groups for r in group})
     fvd = fvd_labels[0] if len(fvd_labels) == 1 else "FVD / FVD-toy"
     lines = [
         f"| Model | BLEU@4↑ | ROUGE-L↑ | {fvd}↓ | CLIP-V↑ | CLIP-T↑ |",
@@ -39,19 +38,21 @@ def results_markdown(rows: Sequence[EvalResult | Sequence[EvalResult]]) -> str:
         name = group[0].name + (f" ({len(group)} seeds)" if len(group) > 1 else "")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines += ["", "Protocol:"]
-    for r in results:
-        p = r.protocol
+    for group in groups:
+        r, p = group[0], group[0].protocol
         videos = ", ".join(
             f"{v['frames']} frames at {v['height']}x{v['width']}" for v in p["video"]
         )
         others = ", ".join(
-            f"{v}: {_num(r.rouge_l_variants.get(v), 4)}"
+            f"{v}: {_cell([g.rouge_l_variants.get(v) for g in group], 4)}"
             for v in ROUGE_VARIANTS
             if v != p["rouge_l_variant"]
         )
+        sources = "; ".join(g.protocol["source"] for g in group)
         lines += [
-            f"- **{r.name}**: {r.num_samples} samples scored, {r.num_failed} failed "
-            f"(see failures.jsonl); source {p['source']}, seed {p['seed']}.",
+            f"- **{r.name}**: {' / '.join(str(g.num_samples) for g in group)} samples scored, "
+            f"{' / '.join(str(g.num_failed) for g in group)} failed (see failures.jsonl); "
+            f"{'sources' if len(group) > 1 else 'source'} {sources}; seed {p['seed']}.",
             f"  - Videos: {videos or 'none'}; the ground truth is resized to the same size; "
             "CLIP-V compares frame i with frame i and FVD features see both at one frame count "
             "(when counts differ, both are resampled to the shorter with floor(linspace) "

@@ -324,16 +324,23 @@ class _Recipe:
         write_gif(self.out / "strips" / "grid.gif", torch.cat(rows, dim=1), settings.output_fps)
 
     def release(self, variants: list[Variant], table: list[list[EvalResult]], text: str) -> Path:
-        """The seed-0 Joint-GRPO checkpoint (greedy captions) with the table it belongs to."""
+        """The first seed's Joint-GRPO checkpoint (greedy captions) with the table it belongs
+        to and the resolved config of every run that made it (training/<run>.yaml)."""
         checkpoint, result = variants[-1].checkpoints[0], table[-1][0]
+        seed = self.config.seeds[0]
+        lineage = ["vae", "sft_vlm", "sft_vdm", *(f"seed{seed}/{stage}" for stage in RL_STAGES)]
         target = self.out / RELEASE_DIR
         with atomic_dir(target) as tmp:
             shutil.copytree(checkpoint, tmp, dirs_exist_ok=True)
+            (tmp / "training").mkdir()
+            for run in lineage:
+                name = run.replace("/", "-")
+                shutil.copy(self.out / run / "config.yaml", tmp / "training" / f"{name}.yaml")
             settings = greedy(load_settings(checkpoint))
             (tmp / SETTINGS_FILE).write_text(yaml.safe_dump(settings.to_dict(), sort_keys=False))
             (tmp / "results.md").write_text(text)
             info = {
-                "model": f"{result.name}, seed {self.config.seeds[0]}",
+                "model": f"{result.name}, seed {seed}",
                 "test_split": data_splits(self.config)["test"].to_dict(),
                 "rouge_l": result.metrics["rouge_l"],
                 "rouge_l_variant": DEFAULT_ROUGE_VARIANT,
