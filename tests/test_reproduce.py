@@ -86,7 +86,7 @@ def test_release_is_the_first_seed_and_its_rouge_reproduces(recipe) -> None:
     assert info["rouge_l"] == table[3][0]["metrics"]["rouge_l"]
     assert info["test_split"]["held_out_mode"] == "only"
     _, _, settings = load_checkpoint(release)
-    assert settings.sampling.do_sample is False
+    assert settings.sampling.do_sample is False and settings.sampling.max_new_tokens == 128
     samples = load_manifest(out / "data" / "test" / "manifest.jsonl")
     assert release_rouge(release, samples) == pytest.approx(info["rouge_l"], abs=1e-12)
     assert (release / "results.md").read_text() == (out / "results.md").read_text()

@@ -10,7 +10,7 @@ From nothing to the paper's Table 2 on a CPU:
    pretrained), SFT of the reasoner, SFT of the renderer with reference frames (VANS) and
    without them (the cascade baseline's text-only renderer, the "Qwen-Wan" analogue);
 3. Joint-GRPO Stage 1 then Stage 2 from the SFT model, once per seed;
-4. evaluation of every variant on the test split (greedy captions, per-sample seeds), the
+4. evaluation of every variant on the test split (greedy captions, per-sample video seeds), the
    results table (RL rows: mean ± std over the seeds), reward curves, GIF strips, and a
    release directory: the seed-0 Joint-GRPO checkpoint with its table and the ROUGE-L it
    scores on the test split (what the shipped checkpoint's test checks).
@@ -134,11 +134,18 @@ def data_splits(config: ToyRecipeConfig) -> dict[str, ToyWorldConfig]:
     }
 
 
-def greedy(settings: VANSSettings) -> VANSSettings:
-    """The checkpoint's settings with greedy captions: how every variant is evaluated."""
-    return dataclasses.replace(
-        settings, sampling=dataclasses.replace(settings.sampling, do_sample=False)
+EVAL_MAX_NEW_TOKENS = 128
+"""Room for the whole answer: the toy checkpoints sample at most 48 tokens in training,
+which often cuts a caption short after a long [Think]; the evaluation should not."""
+
+
+def evaluation_settings(settings: VANSSettings) -> VANSSettings:
+    """How every variant is evaluated (and the release answers): the checkpoint's settings
+    with greedy captions of up to `EVAL_MAX_NEW_TOKENS` tokens."""
+    sampling = dataclasses.replace(
+        settings.sampling, do_sample=False, max_new_tokens=EVAL_MAX_NEW_TOKENS
     )
+    return dataclasses.replace(settings, sampling=sampling)
 
 
 @dataclass
@@ -278,7 +285,7 @@ class _Recipe:
             for checkpoint in variant.checkpoints:
                 folder = self.eval_dir(checkpoint)
                 pipeline = VANSPipeline.from_checkpoint(checkpoint)
-                pipeline.settings = greedy(pipeline.settings)
+                pipeline.settings = evaluation_settings(pipeline.settings)
                 with self.step(f"eval/{folder.name}"):
                     result = evaluate(
                         samples,
@@ -336,7 +343,7 @@ class _Recipe:
             for run in lineage:
                 name = run.replace("/", "-")
                 shutil.copy(self.out / run / "config.yaml", tmp / "training" / f"{name}.yaml")
-            settings = greedy(load_settings(checkpoint))
+            settings = evaluation_settings(load_settings(checkpoint))
             (tmp / SETTINGS_FILE).write_text(yaml.safe_dump(settings.to_dict(), sort_keys=False))
             (tmp / "results.md").write_text(text)
             info = {
@@ -383,12 +390,13 @@ def results_text(
 
     minutes = sum(timings.values()) / 60
     header = (
-        f"# VANS in miniature: the toy world\n\n"
+        "# VANS in miniature: the toy world\n\n"
         f"Test split: {config.test_num} samples whose answer shows a held-out colour-shape "
-        f"pair ({', '.join(config.held_out)}); captions are greedy, videos use each sample's "
-        f"own seed. RL rows: mean ± std over seeds {list(config.seeds)}. Judge: a toy "
-        f"embedder trained on {config.judge_num} separate samples. Total compute of the "
-        f"recipe's steps: {minutes:.1f} min.\n\n"
+        f"pair ({', '.join(config.held_out)}); captions are greedy (up to "
+        f"{EVAL_MAX_NEW_TOKENS} tokens), videos use each sample's own seed. RL rows: "
+        f"mean ± std over seeds {list(config.seeds)}. Judge: a toy embedder trained on "
+        f"{config.judge_num} separate samples. Total compute of the recipe's steps: "
+        f"{minutes:.1f} min.\n\n"
     )
     return header + results_markdown(table)
 
