@@ -22,10 +22,10 @@ from rich.console import Console
 from vans.assets import TOYWORLD_CHECKPOINT
 from vans.cli.loading import quiet_model_libraries
 from vans.data.manifest import load_manifest
-from vans.data.preview import answer_strip
+from vans.data.preview import sample_answer_strip
 from vans.data.schema import VideoRef, VNEPSample
 from vans.data.toyworld import ToyWorldConfig, write_toyworld
-from vans.data.video import read_video, write_gif, write_mp4
+from vans.data.video import write_gif, write_mp4
 from vans.errors import VansError
 
 if TYPE_CHECKING:
@@ -65,10 +65,9 @@ def demo(
         clip = load_input(s, video=group[0].input.path)
         with console.status(f"answering {len(group)} question(s) about {group[0].input.path.name}"):
             answers = pipeline([g.question for g in group], clip=clip, seed=seed)
-        inp = read_video(group[0].input.path, size=size).frames
         for sample, answer in zip(group, answers, strict=True):
-            truth = read_video(sample.target.path, size=size).frames
-            strip = answer_strip(inp, [truth, answer.video], ["input", "truth", "answer"])
+            labels = ["input", "truth", "answer"]
+            strip = sample_answer_strip(sample, [answer.video], labels, size)
             name = f"{sample.id}"
             write_gif(out / "answers" / f"{name}.gif", strip, s.output_fps)
             write_mp4(out / "answers" / f"{name}.mp4", strip, s.output_fps)

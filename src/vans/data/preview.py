@@ -57,6 +57,20 @@ def answer_strip(
     return out
 
 
+def sample_answer_strip(
+    sample: VNEPSample,
+    answers: Sequence[torch.Tensor],
+    labels: Sequence[str],
+    size: tuple[int, int],
+) -> torch.Tensor:
+    """`answer_strip` of a sample: its input, its ground truth, then each answer (uint8
+    (T, H, W, 3) clips), the sample's clips resized to `size`."""
+    inp, target = sample.input, sample.target
+    inp_frames = read_video(inp.path, start=inp.start, end=inp.end, size=size).frames
+    truth = read_video(target.path, start=target.start, end=target.end, size=size).frames
+    return answer_strip(inp_frames, [truth, *answers], labels)
+
+
 def _header(labels: list[str], panel: int, frames: int, width: int) -> torch.Tensor:
     """A black band with each label written over its panel (PIL's built-in font)."""
     image = Image.new("RGB", (width, 12))

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 import yaml
 
-from vans.io import atomic_dir
+from vans.io import atomic_dir, write_text
 from vans.models.errors import CheckpointError
 from vans.models.tiny import toy_corpus, train_reasoner_tokenizer, train_text_encoder_tokenizer
 from vans.models.vdm import Renderer
@@ -100,8 +100,15 @@ def save_checkpoint(
     with atomic_dir(path) as tmp:
         reasoner.save_pretrained(tmp / "vlm")
         renderer.save_pretrained(tmp / "vdm")
-        (tmp / SETTINGS_FILE).write_text(yaml.safe_dump(settings.to_dict(), sort_keys=False))
+        write_settings(tmp, settings)
     return path
+
+
+def write_settings(directory: str | Path, settings: VANSSettings) -> Path:
+    """Write `settings` as the checkpoint directory's vans.yaml."""
+    return write_text(
+        Path(directory) / SETTINGS_FILE, yaml.safe_dump(settings.to_dict(), sort_keys=False)
+    )
 
 
 def check_checkpoint_dir(path: str | Path) -> Path:

@@ -28,18 +28,17 @@ import json
 import shutil
 import statistics
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from rich.console import Console
 
 from vans.data.manifest import load_manifest
-from vans.data.preview import answer_strip
+from vans.data.preview import sample_answer_strip
 from vans.data.schema import VNEPSample
 from vans.data.toyworld import ToyWorldConfig, write_toyworld
 from vans.data.video import read_video, write_gif
@@ -52,9 +51,15 @@ from vans.evaluation.runner import (
     evaluate,
     sample_folder,
 )
-from vans.evaluation.text_metrics import DEFAULT_ROUGE_VARIANT
+from vans.evaluation.text_metrics import DEFAULT_ROUGE_VARIANT, rouge_l
 from vans.io import atomic_dir, write_json, write_text
-from vans.models.checkpoint import SETTINGS_FILE, VANSSettings, init_tiny, load_settings
+from vans.models.checkpoint import (
+    SETTINGS_FILE,
+    VANSSettings,
+    init_tiny,
+    load_settings,
+    write_settings,
+)
 from vans.models.pipeline import VANSPipeline
 from vans.training.config import load_config
 from vans.training.embedder import EmbedderTrainConfig, train_embedder
@@ -325,7 +330,7 @@ class _Recipe:
                 read_video(sample_folder(self.eval_dir(v.checkpoints[0]), sample.id) / "answer.mp4")
                 for v in variants
             ]
-            strip = sample_strip(sample, [a.frames for a in answers], labels, size)
+            strip = sample_answer_strip(sample, [a.frames for a in answers], labels, size)
             write_gif(self.out / "strips" / f"{sample.id}.gif", strip, settings.output_fps)
             rows.append(strip)
         write_gif(self.out / "strips" / "grid.gif", torch.cat(rows, dim=1), settings.output_fps)
@@ -343,8 +348,7 @@ class _Recipe:
             for run in lineage:
                 name = run.replace("/", "-")
                 shutil.copy(self.out / run / "config.yaml", tmp / "training" / f"{name}.yaml")
-            settings = evaluation_settings(load_settings(checkpoint))
-            (tmp / SETTINGS_FILE).write_text(yaml.safe_dump(settings.to_dict(), sort_keys=False))
+            write_settings(tmp, evaluation_settings(load_settings(checkpoint)))
             (tmp / "results.md").write_text(text)
             info = {
                 "model": f"{result.name}, seed {seed}",
@@ -401,20 +405,6 @@ def results_text(
     return header + results_markdown(table)
 
 
-def sample_strip(
-    sample: VNEPSample,
-    answers: list[torch.Tensor],
-    labels: list[str],
-    size: tuple[int, int],
-) -> torch.Tensor:
-    """input | ground truth | each answer, as one animated strip (uint8 (T, H, W, 3))."""
-    inp = read_video(sample.input.path, start=sample.input.start, end=sample.input.end, size=size)
-    truth = read_video(
-        sample.target.path, start=sample.target.start, end=sample.target.end, size=size
-    )
-    return answer_strip(inp.frames, [truth.frames, *answers], labels)
-
-
 def plot_seed_curves(runs: dict[int, Path], keys: list[str], out: Path, title: str) -> None:
     """One panel per metric key, one line per seed (training rows of metrics.jsonl)."""
     import matplotlib
@@ -440,28 +430,13 @@ def plot_seed_curves(runs: dict[int, Path], keys: list[str], out: Path, title: s
     plt.close(fig)
 
 
-def release_rouge(
-    release: Path, samples: list[VNEPSample], progress: Callable[[int], None] | None = None
-) -> float:
-    """Mean per-sample ROUGE-L of the release's captions (its settings) of `samples`, each
-    with the evaluation's per-sample seed: the table's ROUGE-L for this checkpoint."""
-    from vans.evaluation.runner import sample_seed
-    from vans.evaluation.text_metrics import rouge_l
-    from vans.models.checkpoint import load_checkpoint
-    from vans.models.pipeline import load_input
-
-    reasoner, _, settings = load_checkpoint(release)
-    scores = []
-    for i, sample in enumerate(samples):
-        ref = sample.input
-        clip = load_input(settings, video=ref.path, start=ref.start, end=ref.end)
-        (parsed,) = reasoner.predict(
-            clip.vlm_frames, [sample.question], settings.sampling, seed=sample_seed(0, sample.id)
-        )
-        scores.append(rouge_l(parsed.caption, sample.answer, DEFAULT_ROUGE_VARIANT))
-        if progress is not None:
-            progress(i + 1)
-    return statistics.fmean(scores)
+def release_rouge(release: Path, samples: list[VNEPSample]) -> float:
+    """Mean per-sample ROUGE-L of the release's captions (its own settings) of `samples`,
+    answered as the evaluation answers them: the table's ROUGE-L for this checkpoint."""
+    predict = PipelinePredictor(VANSPipeline.from_checkpoint(release), seed=0, videos=False)
+    return statistics.fmean(
+        rouge_l(predict(s).caption, s.answer, DEFAULT_ROUGE_VARIANT) for s in samples
+    )
 
 
 def _jsonable(value: Any) -> Any:
