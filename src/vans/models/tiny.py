@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+import numpy as np
 from tokenizers import (
     Tokenizer,
     decoders,
@@ -23,6 +24,7 @@ from tokenizers import (
 from transformers import PreTrainedTokenizerFast
 
 from vans.data.toyworld import ToyWorldConfig, iter_samples
+from vans.data.toyworld.perception import mcq_answer, mcq_prompt, perception_questions
 from vans.models.prompting import SYSTEM_PROMPT, format_target
 
 QWEN_SPECIAL_TOKENS = (
@@ -42,15 +44,20 @@ T5_SPECIAL_TOKENS = ("<pad>", "</s>", "<unk>")
 
 
 def toy_corpus(num_samples: int = 400, seed: int = 0) -> list[str]:
-    """The texts of `num_samples` toy-world samples (questions, answers, reasoning,
-    multiple-choice options), the system prompt and the answer template, for training
+    """The texts of `num_samples` toy-world samples (questions, answers, reasoning, clip
+    descriptions, perception questions, multiple-choice prompts), the system prompt and the
+    answer template, for training
     tiny tokenizers. The toy grammar is small: 400 samples cover its vocabulary."""
     texts: list[str] = [SYSTEM_PROMPT, format_target("reasoning", "caption")]
     config = ToyWorldConfig(num=num_samples, seed=seed, multi_future=1.0, size=(32, 32))
+    rng = np.random.default_rng(seed)
     for s in iter_samples(config):
         texts += [s.question, s.answer, s.reasoning]
-        for mcq in s.extra["mcq"]:
-            texts += mcq["options"]
+        texts += [s.extra["description"], s.extra["target_description"]]
+        for question, answer in perception_questions(rng, s.extra):
+            texts += [question, answer]
+        for mcq in [*s.extra["mcq"], *s.extra["perception_mcq"]]:
+            texts += [mcq_prompt(mcq), mcq_answer(mcq)]
     return texts
 
 

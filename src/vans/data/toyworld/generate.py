@@ -19,6 +19,14 @@ import torch
 from vans.data.manifest import write_manifest
 from vans.data.schema import TaskType, VideoRef, VNEPSample
 from vans.data.toyworld import predictive, procedural
+from vans.data.toyworld.perception import (
+    describe,
+    named_things,
+    perception_mcqs,
+    rule_sentence,
+    window_facts,
+    window_scenery,
+)
 from vans.data.toyworld.render import COLORS, SHAPES, Sprite, render
 from vans.data.toyworld.scene import Clock, Future, ObjectPicker, Scene, Unsatisfiable
 from vans.data.video import write_mp4
@@ -186,17 +194,35 @@ def scene_samples(config: ToyWorldConfig, index: int) -> list[ToySample]:
     scene_id = f"toy{config.seed}-{index:06d}"
     input_frames = render(scene.futures[0].sprites, range(clock.input_frames), config.size)
     aspect = config.size[1] / config.size[0]
+    # The input clip is the same for every future: its facts, description and perception
+    # questions are drawn once per scene.
+    sprites = scene.futures[0].sprites
+    objects = window_facts(sprites, range(clock.input_frames), aspect)
+    scenery = window_scenery(sprites, clock.input_frames - 1)
+    description = describe(objects, scenery, rule_sentence(scene.family, scene.facts))
+    perception_mcq = perception_mcqs(
+        np.random.default_rng([config.seed, index, _MAX_ATTEMPTS + 1]), objects
+    )
     samples = []
     for k, future in enumerate(futures):
-        target = render(future.sprites, range(clock.input_frames, clock.total), config.size)
+        target_window = range(clock.input_frames, clock.total)
+        target = render(future.sprites, target_window, config.size)
+        target_objects = window_facts(future.sprites, target_window, aspect)
         extra = {
             "family": scene.family,
             "scene": scene_id,
             "future": k,
             "hypothesis": future.hypothesis,
             "movers": future.movers,
-            "objects": _perception_facts(future.sprites, clock, aspect),
+            "objects": objects,
+            "scenery": scenery,
+            "description": description,
+            "target_objects": target_objects,
+            "target_description": describe(
+                target_objects, window_scenery(future.sprites, clock.total - 1)
+            ),
             "mcq": [_next_event_mcq(rng, future), _appearance_mcq(rng, future.sprites)],
+            "perception_mcq": perception_mcq,
             "facts": scene.facts,
             "fps": config.fps,
             "size": list(config.size),
@@ -227,41 +253,6 @@ def iter_samples(config: ToyWorldConfig) -> Iterator[ToySample]:
         index += 1
 
 
-def _named_things(sprites: list[Sprite]) -> list[Sprite]:
-    """Sprites language refers to: shaped objects and liquid layers."""
-    return [s for s in sprites if s.kind in SHAPES or s.name.endswith(" layer")]
-
-
-def _motion(delta: np.ndarray) -> str:
-    dx, dy = delta
-    if np.hypot(dx, dy) < 0.02 or np.isnan(dx):
-        return "still"
-    if abs(dx) >= abs(dy):
-        return "moves right" if dx > 0 else "moves left"
-    return "moves down" if dy > 0 else "moves up"
-
-
-def _perception_facts(sprites: list[Sprite], clock: Clock, aspect: float) -> list[dict[str, Any]]:
-    """What is visible in the input clip: each object, where it ends up, how it moves."""
-    facts = []
-    last = clock.input_frames - 1
-    for s in _named_things(sprites):
-        x, y = s.track[last, :2]
-        if np.isnan(x):
-            continue
-        color, noun = s.name.split(" ", 1)
-        facts.append(
-            {
-                "name": s.name,
-                "color": color,
-                "shape": noun,
-                "position": [round(float(x / aspect), 3), round(float(y), 3)],
-                "motion": _motion(s.track[last, :2] - s.track[0, :2]),
-            }
-        )
-    return facts
-
-
 def _mcq(
     rng: np.random.Generator, question: str, correct: str, wrong: list[str], kind: str
 ) -> dict:
@@ -283,7 +274,7 @@ def _next_event_mcq(rng: np.random.Generator, future: Future) -> dict:
 
 
 def _appearance_mcq(rng: np.random.Generator, sprites: list[Sprite]) -> dict:
-    things = _named_things(sprites)
+    things = named_things(sprites)
     target = things[int(rng.integers(len(things)))]
     noun = target.name.split(" ", 1)[1]
     present = {s.name for s in things}
