@@ -60,6 +60,15 @@ def vae(overrides: Overrides = None, config: ConfigFile = None, resume: Resume =
     _run("vae", config, overrides, resume)
 
 
+@train_app.command("base-reasoner")
+def base_reasoner(
+    overrides: Overrides = None, config: ConfigFile = None, resume: Resume = False
+) -> None:
+    """Pretrain a toy reasoner to perceive the toy world, all parameters (the toy analogue
+    of Qwen2.5-VL's pretraining; real runs start from the pretrained model instead)."""
+    _run("base-reasoner", config, overrides, resume)
+
+
 @train_app.command("joint-grpo")
 def joint_grpo(
     stage: Annotated[

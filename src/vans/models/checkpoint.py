@@ -23,7 +23,7 @@ from vans.io import atomic_dir, write_text
 from vans.models.errors import CheckpointError
 from vans.models.tiny import toy_corpus, train_reasoner_tokenizer, train_text_encoder_tokenizer
 from vans.models.vdm import Renderer
-from vans.models.vlm import Reasoner, SamplingConfig
+from vans.models.vlm import REASONER_PRESETS, Reasoner, SamplingConfig
 
 SETTINGS_FILE = "vans.yaml"
 
@@ -193,12 +193,15 @@ wider one reconstructs toy clips only ~1 dB better for 4x the cost of `vans trai
 
 def init_tiny(path: str | Path, *, seed: int = 0, preset: str = "tiny") -> Path:
     """Write a tiny, randomly initialised checkpoint of the real architectures, with
-    tokenizers trained on the toy world's language; `preset` picks the renderer's sizes
-    (`RENDERER_PRESETS`)."""
-    if preset not in RENDERER_PRESETS:
-        raise CheckpointError(f"unknown preset {preset!r}; known: {sorted(RENDERER_PRESETS)}")
+    tokenizers trained on the toy world's language; `preset` picks the sizes
+    (`REASONER_PRESETS`, `RENDERER_PRESETS`) and the reasoner's frame rate."""
+    known = sorted(set(RENDERER_PRESETS) & set(REASONER_PRESETS))
+    if preset not in known:
+        raise CheckpointError(f"unknown preset {preset!r}; known: {known}")
     corpus = toy_corpus()
-    reasoner = Reasoner.tiny(train_reasoner_tokenizer(corpus), seed=seed)
+    sizes = REASONER_PRESETS[preset]
+    reasoner = Reasoner.random(train_reasoner_tokenizer(corpus), seed=seed, **sizes)
     tokenizer = train_text_encoder_tokenizer(corpus)
     renderer = Renderer.random(tokenizer, seed=seed, **RENDERER_PRESETS[preset])
-    return save_checkpoint(path, reasoner, renderer, TINY_SETTINGS)
+    settings = dataclasses.replace(TINY_SETTINGS, vlm_fps=sizes.get("fps", TINY_SETTINGS.vlm_fps))
+    return save_checkpoint(path, reasoner, renderer, settings)

@@ -15,7 +15,7 @@ carries the adapter and whose vdm/ is the starting checkpoint's, copied unchange
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,16 @@ from vans.training.stage_io import CopiedPart, LazyItems, load_start
 
 IGNORE_INDEX = -100
 """Label of tokens that carry no loss (prompt, video, padding), as in transformers."""
+
+MODEL_INPUTS = (
+    "input_ids",
+    "attention_mask",
+    "mm_token_type_ids",
+    "pixel_values_videos",
+    "video_grid_thw",
+    "second_per_grid_ts",
+)
+"""The keys of `Reasoner.prepare` the model forward takes (a batch may carry more)."""
 
 
 @dataclass
@@ -100,6 +110,17 @@ class SFTVLMConfig:
             problems.append(f"max_target_tokens must be >= 1, got {self.max_target_tokens}")
         if problems:
             raise ConfigError("invalid sft-vlm config: " + "; ".join(problems))
+
+
+@dataclass
+class Conversation:
+    """One question about a sample's video and the text the model is taught to answer."""
+
+    question: str
+    target: str
+    info: dict[str, Any] = field(default_factory=dict)
+    """Anything a stage's evaluation needs beside it (kept in the item, never in the model
+    input)."""
 
 
 # --------------------------------------------------------------------------- the math
@@ -167,30 +188,49 @@ class SFTVLMTask:
             None if eval_samples is None else self._items(eval_samples, config.eval_manifest)
         )
 
-    def _items(self, samples: Sequence[VNEPSample], manifest: str | None) -> LazyItems:
-        # Targets are checked up front so a bad row fails before training starts.
-        targets = []
-        for sample in samples:
+    def conversations(self, sample: VNEPSample, index: int) -> list[Conversation]:
+        """What sample `index` teaches: its question and `[Think]reasoning[/Think][Ans]answer
+        [/Ans]`."""
+        del index
+        return [Conversation(sample.question, format_target(sample.reasoning, sample.answer))]
+
+    def _items(
+        self,
+        samples: Sequence[VNEPSample],
+        manifest: str | None,
+        conversations: Callable[[VNEPSample, int], list[Conversation]] | None = None,
+    ) -> LazyItems:
+        """One item per conversation of each sample (`conversations`, default the task's);
+        a sample's video is decoded once for all its conversations (and kept with
+        `cache_videos`)."""
+        conversations = conversations or self.conversations
+        # Targets are made up front so a bad row fails before training starts.
+        pairs = []
+        for i, sample in enumerate(samples):
             try:
-                targets.append(format_target(sample.reasoning, sample.answer))
+                pairs += [(i, c) for c in conversations(sample, i)]
             except ValueError as exc:
                 raise VansError(f"{manifest}: sample {sample.id!r}: {exc}") from None
         dataset = VNEPDataset(samples, self.views)
+        videos = LazyItems(len(samples), dataset.__getitem__, cache=self.config.cache_videos)
         limit = self.config.max_target_tokens
 
         def build(index: int) -> dict[str, Any]:
-            item = dataset[index]
-            ids = self.reasoner.tokenizer(targets[index], add_special_tokens=False)["input_ids"]
+            i, conversation = pairs[index]
+            item = videos[i]
+            text = conversation.target
+            ids = self.reasoner.tokenizer(text, add_special_tokens=False)["input_ids"]
             ids = [*ids, self.reasoner.im_end_id][:limit]
             return {
                 "id": item["id"],
                 "frames": item["vlm_frames"],
                 "fps": item["vlm_fps"],
-                "question": item["question"],
+                "question": conversation.question,
                 "target_ids": ids,
+                **conversation.info,
             }
 
-        return LazyItems(len(samples), build, cache=self.config.cache_videos)
+        return LazyItems(len(pairs), build)
 
     def train_dataset(self) -> Sequence[dict[str, Any]]:
         return self._train
@@ -219,7 +259,7 @@ class SFTVLMTask:
         # Answers fill the last columns; only the logits predicting them are computed.
         first = int((labels != IGNORE_INDEX).any(dim=0).nonzero()[0])
         keep = labels.shape[1] - first + 1
-        inputs = {key: value for key, value in batch.items() if key != "labels"}
+        inputs = {key: batch[key] for key in MODEL_INPUTS}
         out = model(**inputs, use_cache=False, logits_to_keep=keep)
         return sequence_nll(out.logits, labels[:, -keep:])
 

@@ -18,6 +18,11 @@ from vans.training.loop import TrainResult, train
 
 STAGES: dict[str, tuple[str, str, str]] = {
     "vae": ("vans.training.vae", "VAEConfig", "build_vae_task"),
+    "base-reasoner": (
+        "vans.training.base_reasoner",
+        "BaseReasonerConfig",
+        "build_base_reasoner_task",
+    ),
     "sft-vlm": ("vans.training.sft_vlm", "SFTVLMConfig", "build_sft_vlm_task"),
     "sft-vdm": ("vans.training.sft_vdm", "SFTVDMConfig", "build_sft_vdm_task"),
     "joint-grpo-1": (

@@ -1,0 +1,155 @@
+"""Tests for the toy reasoner base: perception conversations and `vans train base-reasoner`."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from vans.data.toyworld import ToyWorldConfig, iter_samples, write_toyworld
+from vans.data.toyworld.perception import mcq_answer, mcq_choice, mcq_prompt, place
+from vans.data.toyworld.render import COLORS
+from vans.errors import VansError
+from vans.models.checkpoint import init_tiny, load_checkpoint
+from vans.models.prompting import SYSTEM_PROMPT
+from vans.training.base_reasoner import (
+    ASSISTANT_PROMPT,
+    BaseReasonerConfig,
+    build_base_reasoner_task,
+    perception_conversations,
+)
+from vans.training.config import TrainConfig
+from vans.training.loop import FINAL_DIR, train
+
+
+@pytest.fixture(scope="module")
+def toy_manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    config = ToyWorldConfig(num=7, seed=4, size=(32, 32), input_frames=17, target_frames=9)
+    return write_toyworld(config, tmp_path_factory.mktemp("toy"))
+
+
+def test_mcq_choice_reads_the_leading_letter_only() -> None:
+    assert mcq_choice("B. red circle") == 1
+    assert mcq_choice("  D") == 3
+    assert mcq_choice("A.") == 0
+    assert mcq_choice("Blue square") is None  # a word starting with a capital letter
+    assert mcq_choice("E. nothing") is None
+    assert mcq_choice("") is None
+
+
+def test_mcq_prompt_and_answer_agree() -> None:
+    mcq = {"question": "Which circle?", "options": ["red circle", "blue circle"], "answer": 1}
+    assert mcq_prompt(mcq) == (
+        "Which circle?\nA. red circle\nB. blue circle\nAnswer with the option's letter."
+    )
+    assert mcq_answer(mcq) == "B. blue circle"
+    assert mcq_choice(mcq_answer(mcq)) == 1
+
+
+def test_place_words_cover_the_grid() -> None:
+    assert place([0.1, 0.9]) == "at the bottom left"
+    assert place([0.5, 0.5]) == "in the middle"
+    assert place([0.9, 0.5]) == "at the right"
+    assert place([0.5, 0.1]) == "at the top"
+
+
+def test_conversations_describe_the_input_and_never_give_the_next_event() -> None:
+    for sample in iter_samples(ToyWorldConfig(num=40, seed=2, multi_future=1.0)):
+        extra = sample.extra
+        present = {o["name"] for o in extra["objects"]}
+
+        targets = [c.target for c in perception_conversations(extra, seed=0)]
+        assert sample.answer not in targets
+        for target in targets:
+            # Every colour-shape name said is an object of the input clip.
+            words = target.lower().replace(".", " ").replace(",", " ").split()
+            for a, b in itertools.pairwise(words):
+                if a in COLORS and b in ("circle", "square", "triangle", "layer"):
+                    assert f"{a} {b}" in present, (sample.id, target)
+        for conversation in perception_conversations(extra, seed=0, free_form=False):
+            assert mcq_choice(conversation.target) == conversation.info["choice"]
+
+
+def test_perception_facts_match_the_pixels() -> None:
+    """Each object's recorded end position is where its colour is in the clip's last frame."""
+    checked = 0
+    for sample in iter_samples(ToyWorldConfig(num=30, seed=6, multi_future=0.0)):
+        for facts, frame in (
+            (sample.extra["objects"], sample.input_frames[-1]),
+            (sample.extra["target_objects"], sample.target_frames[-1]),
+        ):
+            names = [o["name"] for o in facts]
+            for o in facts:
+                if names.count(o["name"]) > 1 or o["shape"] == "layer":
+                    continue  # several blocks of one colour; layers are drawn as one band
+                ys, xs = np.nonzero((frame == COLORS[o["color"]]).all(axis=-1))
+                h, w = frame.shape[:2]
+                x, y = o["position"]
+                near = np.hypot(xs / w - x, ys / h - y) < 0.15
+                assert near.sum() >= 4, (sample.id, o)
+                checked += 1
+    assert checked > 40
+
+
+def test_a_sample_without_perception_facts_is_named(tmp_path: Path, toy_manifest: Path) -> None:
+    row = json.loads(toy_manifest.read_text().splitlines()[0])
+    del row["extra"]["description"]
+    for video in ("input", "target"):  # paths are relative to the manifest
+        row[video]["path"] = str((toy_manifest.parent / row[video]["path"]).resolve())
+    bad = tmp_path / "manifest.jsonl"
+    bad.write_text(json.dumps(row) + "\n")
+    config = BaseReasonerConfig(
+        checkpoint=str(init_tiny(tmp_path / "init")), train_manifest=str(bad)
+    )
+    with pytest.raises(VansError, match=r"manifest.jsonl: sample .*perception facts"):
+        build_base_reasoner_task(config)
+
+
+def test_base_reasoner_trains_every_parameter_and_saves_a_plain_vans_reasoner(
+    tmp_path: Path, tiny_checkpoint: Path, toy_manifest: Path
+) -> None:
+    config = BaseReasonerConfig(
+        checkpoint=str(tiny_checkpoint),
+        train_manifest=str(toy_manifest),
+        eval_manifest=str(toy_manifest),
+        train=TrainConfig(
+            out_dir=str(tmp_path / "run"),
+            steps=2,
+            batch_size=4,
+            lr=1e-3,
+            eval_every=2,
+            eval_samples=6,
+            save_every=10,
+        ),
+    )
+    task = build_base_reasoner_task(config)
+    assert task.reasoner.system_prompt == ASSISTANT_PROMPT
+    trainable = {n for n, p in task.model.named_parameters() if p.requires_grad}
+    assert trainable == {n for n, _ in task.model.named_parameters()}
+    assert any(n.startswith("model.visual.") for n in trainable)
+    # Held out: multiple-choice items only, each with its kind and right option.
+    assert all(item["kind"] in ("appearance", "mover", "motion") for item in task.eval_dataset())
+    before = {n: p.detach().clone() for n, p in task.model.named_parameters()}
+    train(task, config.train)
+    moved = {n for n, p in task.model.named_parameters() if not (p == before[n]).all()}
+    assert any(n.startswith("model.visual.") for n in moved)
+    assert any(".language_model." in n for n in moved)
+    rows = [
+        json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert 0.0 <= rows[-1]["eval_mcq_accuracy"] <= 1.0
+    reasoner, _, _ = load_checkpoint(Path(config.train.out_dir) / FINAL_DIR)
+    assert reasoner.peft_model is None
+    assert reasoner.system_prompt == SYSTEM_PROMPT
+
+
+def test_toy_preset_sees_more_of_each_frame(tmp_path: Path) -> None:
+    reasoner, _, settings = load_checkpoint(init_tiny(tmp_path / "toy", preset="toy"))
+    assert settings.vlm_fps == 2.0 and reasoner.fps == 2.0
+    _, grid = reasoner.video_inputs(torch.zeros((9, 64, 64, 3), dtype=torch.uint8))
+    # 9 frames -> 5 temporal patches; 64x64 upscaled to 112x112 -> 8x8 patches.
+    assert grid.tolist() == [[5, 8, 8]]
