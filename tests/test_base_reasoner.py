@@ -151,5 +151,5 @@ def test_toy_preset_sees_more_of_each_frame(tmp_path: Path) -> None:
     reasoner, _, settings = load_checkpoint(init_tiny(tmp_path / "toy", preset="toy"))
     assert settings.vlm_fps == 2.0 and reasoner.fps == 2.0
     _, grid = reasoner.video_inputs(torch.zeros((9, 64, 64, 3), dtype=torch.uint8))
-    # 9 frames -> 5 temporal patches; 64x64 upscaled to 112x112 -> 8x8 patches.
+    # 9 frames -> 5 temporal patches; 64x64 in 8-pixel patches -> 8x8.
     assert grid.tolist() == [[5, 8, 8]]

@@ -104,31 +104,33 @@ TINY_VISION: dict[str, Any] = {
 }
 """Vision-tower sizes of `Reasoner.tiny`."""
 
-TOY_PIXELS = 112 * 112
-"""The toy reasoner's pixel budget per frame: a 64x64 toy frame is upscaled to 112x112, 8x8
-patches of 14 pixels merged into 4x4 = 16 visual tokens per 2 frames, so an 8-pixel object
-covers a patch of its own. At the tiny default (at most 56x56) a whole frame is 4 tokens and
-an object is a fraction of one."""
+TOY_PIXELS = 64 * 64
+"""The toy reasoner's pixel budget per frame: a toy frame at its native 64x64, cut into 8x8
+patches of 8 pixels (the toy tower's `patch_size`) merged into 4x4 = 16 visual tokens per 2
+frames, so an 8-pixel object covers a patch of its own. The tiny default (14-pixel patches,
+at most 56x56) gives a whole frame 4 tokens and an object a fraction of one; upscaling to
+112x112 for 14-pixel patches sees the same but costs 3x more in the tower."""
 
 REASONER_PRESETS: dict[str, dict[str, Any]] = {
     "tiny": {"min_pixels": 28 * 28, "max_pixels": 56 * 56},
     "toy": {
         "text": {
             "hidden_size": 128,
-            "intermediate_size": 384,
+            "intermediate_size": 256,
             "num_hidden_layers": 4,
             "num_attention_heads": 4,  # head_dim 32
             "num_key_value_heads": 2,
             "rope_scaling": {"type": "mrope", "mrope_section": [4, 6, 6]},
         },
         "vision": {
-            "depth": 4,
-            "hidden_size": 96,
-            "intermediate_size": 192,
-            "num_heads": 4,
+            "depth": 3,
+            "hidden_size": 64,
+            "intermediate_size": 128,
+            "num_heads": 2,
             "out_hidden_size": 128,
-            "window_size": 112,
-            "fullatt_block_indexes": [1, 3],
+            "patch_size": 8,
+            "window_size": 64,
+            "fullatt_block_indexes": [2],
         },
         "fps": 2.0,
         "min_pixels": TOY_PIXELS,
@@ -137,7 +139,7 @@ REASONER_PRESETS: dict[str, dict[str, Any]] = {
 }
 """`Reasoner.random` arguments of `init_tiny`'s presets: "tiny" is the smallest that runs
 (tests); "toy" is big enough to learn to see the toy world (`vans train base-reasoner`):
-about 1M parameters, 2 fps (9 frames of a 4-second clip; 1 fps gives 2 time steps of
+about 1.1M parameters, 2 fps (9 frames of a 4-second clip; 1 fps gives 2 time steps of
 temporal patches, too few to tell a direction) and `TOY_PIXELS` per frame."""
 
 
