@@ -184,11 +184,23 @@ RENDERER_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "num_layers": 4,
         },
     },
+    "toy-base": {
+        "transformer": {
+            "num_attention_heads": 4,
+            "attention_head_dim": 16,
+            "ffn_dim": 128,
+            "num_layers": 4,
+        },
+        "vae": {"base_dim": 8, "dim_mult": [1, 2, 2, 2]},
+    },
 }
 """Renderer sizes of `init_tiny` (overrides of `Renderer.random`'s): "tiny" is the smallest
 that runs (tests); "toy" has a DiT big enough to learn the toy world (0.26M parameters
-instead of 28K, whose flow-matching loss plateaus). Both keep the 14K-parameter VAE: a 3x
-wider one reconstructs toy clips only ~1 dB better for 4x the cost of `vans train vae`."""
+instead of 28K, whose flow-matching loss plateaus), with the 14K-parameter VAE (base_dim
+3), whose reconstructions lose the objects' colours. "toy-base" is the toy renderer base
+(docs/training.md): the toy DiT with a 220K-parameter VAE (channels 8-16, 8x spatial
+compression), 16x wider at 1.5x the cost per step of `vans train vae`; a 4x wider one
+(base_dim 16) costs 1.5x more again, which the base's CPU budget spends on steps instead."""
 
 
 def init_tiny(path: str | Path, *, seed: int = 0, preset: str = "tiny") -> Path:

@@ -402,6 +402,13 @@ class Renderer:
         """umT5 embeddings (B, max_sequence_length, D), as WanPipeline computes them: the
         prompts are cleaned, padded (or truncated) to `max_sequence_length`, and every
         position past a prompt's own length is zero. Returned in the transformer's dtype."""
+        return self.prompt_embeddings(prompts, max_sequence_length)
+
+    def prompt_embeddings(
+        self, prompts: Sequence[str], max_sequence_length: int = 512
+    ) -> torch.Tensor:
+        """`encode_prompts` under the caller's grad mode, for training the text encoder (a
+        toy renderer base's, which starts random where Wan's umT5 is pretrained)."""
         prompts = [clean_prompt(p) for p in prompts]
         tokens = self.tokenizer(
             prompts,
@@ -434,26 +441,30 @@ class Renderer:
 
     @torch.no_grad()
     def encode_video(self, frames: torch.Tensor) -> torch.Tensor:
-        """uint8 frames (T, H, W, 3) -> normalised latents (1, C, T', H/8, W/8), float32.
+        """uint8 frames (T, H, W, 3) -> normalised latents (1, C, T', H/8, W/8), float32; a
+        batch of clips (B, T, H, W, 3) gives (B, ...) in one VAE call (on CPU several times
+        faster than one call per clip).
 
         The VAE compresses time causally by 4: T' = (T-1)//4 + 1, and frames past
         4(T'-1)+1 are not used. Latents are the posterior mode, normalised as
         `(z - latents_mean) / latents_std` (the inverse of what WanPipeline does before
         decoding), so they live in the same space as the denoised latents.
         """
-        if frames.dtype != torch.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+        if frames.dtype != torch.uint8 or frames.ndim not in (4, 5) or frames.shape[-1] != 3:
             raise ValueError(
-                f"frames must be uint8 (T, H, W, 3), got {tuple(frames.shape)} {frames.dtype}"
+                "frames must be uint8 (T, H, W, 3) or (B, T, H, W, 3), got "
+                f"{tuple(frames.shape)} {frames.dtype}"
             )
-        t, h, w = frames.shape[:3]
+        clips = frames if frames.ndim == 5 else frames.unsqueeze(0)
+        t, h, w = clips.shape[1:4]
         if t < 1 or h % self.spatial_scale or w % self.spatial_scale:
             raise ValueError(
                 f"frames must be non-empty with H and W multiples of {self.spatial_scale}, "
                 f"got {tuple(frames.shape)}"
             )
-        frames = frames[: (t - 1) // self.temporal_scale * self.temporal_scale + 1]
+        clips = clips[:, : (t - 1) // self.temporal_scale * self.temporal_scale + 1]
         vae_param = next(self.vae.parameters())
-        x = video_to_unit(frames.to(vae_param.device)).unsqueeze(0)
+        x = video_to_unit(clips.to(vae_param.device))
         z = self.vae.encode(x.to(vae_param.dtype)).latent_dist.mode().float()
         mean, inv_std = self._latent_stats(z)
         return (z - mean) * inv_std

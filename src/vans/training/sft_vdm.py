@@ -19,10 +19,19 @@ with VANS's shift 5 training, like sampling, spends most steps at high noise. Ca
 dropout replaces a sample's caption by the checkpoint's negative prompt, the unconditional
 branch of classifier-free guidance at inference (empty by default).
 
+What is drawn from what (`clips`): "answer" is VANS's SFT, each sample's target clip from
+its answer caption. "descriptions" is the text-to-video pretraining of a toy renderer base
+(the toy analogue of Wan2.1's pretraining, which VANS starts from): every target clip from
+its `extra["target_description"]` and every input clip, resampled to the target's frame
+count, from its `extra["description"]` (what each clip shows, `data/toyworld/perception.py`),
+two items per sample, with no reference frames.
+
 All DiT parameters train; the VAE and the text encoder are frozen (eval mode, no
-gradients), which makes caching their outputs exact. Every random draw of a sample
-(noise level, dropout, noise) comes from `torch.Generator().manual_seed(seed)` of that
-sample, never from the global RNG.
+gradients), which makes caching their outputs exact. `train_text_encoder` trains the text
+encoder too (its prompt embeddings are then never cached): only for a toy base, whose
+umT5 is random where Wan's comes pretrained; SFT keeps it frozen, as VANS does. Every
+random draw of a sample (noise level, dropout, noise) comes from
+`torch.Generator().manual_seed(seed)` of that sample, never from the global RNG.
 """
 
 from __future__ import annotations
@@ -44,6 +53,13 @@ from vans.models.vdm import Renderer, conditional_velocity
 from vans.training.config import ConfigError, TrainConfig
 from vans.training.stage_io import CopiedPart, LazyItems, load_start
 
+CLIP_CAPTIONS: dict[str, dict[str, str]] = {
+    "answer": {"target": "answer"},
+    "descriptions": {"target": "target_description", "input": "description"},
+}
+"""Per `clips` choice: each clip an item is made of -> where its caption comes from (the
+sample's answer, or a key of its `extra`)."""
+
 
 @dataclass
 class SFTVDMConfig:
@@ -56,6 +72,13 @@ class SFTVDMConfig:
     """Training samples (JSONL manifest): input video, answer caption, target video."""
     eval_manifest: str | None = None
     """Held-out samples for the periodic eval loss; None: no eval loss."""
+    clips: Literal["answer", "descriptions"] = "answer"
+    """What the DiT learns to draw (see the module docstring): "answer" (VANS's SFT) or
+    "descriptions" (text-to-video pretraining of a toy renderer base on target and input
+    clips with their descriptions; needs num_reference_frames 0)."""
+    train_text_encoder: bool = False
+    """Train the umT5 text encoder jointly with the DiT: for pretraining a toy base, whose
+    text encoder is random (Wan's is pretrained, and VANS's SFT keeps it frozen)."""
     num_reference_frames: int | None = None
     """Clean latent frames of the input prepended on time (paper: 6; 0 trains plain
     text-to-video); None: the checkpoint's. The saved checkpoint records it."""
@@ -103,6 +126,13 @@ class SFTVDMConfig:
                 problems.append(f"{name} must be >= 1, got {value}")
         if self.flow_shift is not None and not self.flow_shift > 0:
             problems.append(f"flow_shift must be > 0, got {self.flow_shift}")
+        if self.clips not in ("answer", "descriptions"):
+            problems.append(f"clips must be answer or descriptions, got {self.clips!r}")
+        if self.clips == "descriptions" and self.num_reference_frames != 0:
+            problems.append(
+                "clips: descriptions is text-to-video pretraining: set num_reference_frames: 0, "
+                f"got {self.num_reference_frames}"
+            )
         if not self.logit_std > 0:
             problems.append(f"logit_std must be > 0, got {self.logit_std}")
         if not 0 <= self.caption_dropout <= 1:
@@ -180,7 +210,12 @@ class SFTVDMTask:
         self.settings = settings
         self.start = start
         self._check_sizes()
-        self.model = renderer.trainable_transformer(config.gradient_checkpointing)
+        self.model: torch.nn.Module = renderer.trainable_transformer(config.gradient_checkpointing)
+        if config.train_text_encoder:
+            renderer.text_encoder.requires_grad_(True)
+            self.model = torch.nn.ModuleDict(
+                {"transformer": renderer.transformer, "text_encoder": renderer.text_encoder}
+            )
         self.num_train_timesteps = int(renderer.scheduler.config.num_train_timesteps)
         self.latent_shape = (
             renderer.latent_channels,
@@ -189,8 +224,12 @@ class SFTVDMTask:
             config.width // renderer.spatial_scale,
         )
         self.negative_prompt = settings.negative_prompt
+        # Text-to-video pretraining draws input clips too, at the target's frame count.
+        input_frames = (
+            config.num_frames if config.clips == "descriptions" else config.reference_video_frames
+        )
         self.views = VideoViews.for_renderer(
-            config.reference_video_frames, config.num_frames, (config.height, config.width)
+            input_frames, config.num_frames, (config.height, config.width)
         )
         self._negative_embeds: torch.Tensor | None = None
         self._train = self._items(train_samples)
@@ -210,24 +249,44 @@ class SFTVDMTask:
             raise ConfigError("invalid sft-vdm config: " + "; ".join(problems))
 
     def _items(self, samples: Sequence[VNEPSample]) -> Sequence[dict[str, Any]]:
+        """One item per sample ("answer") or per (sample, clip) ("descriptions": its target
+        clip, then its input clip), with the frames and caption it is trained on."""
         dataset = VNEPDataset(samples, self.views)
+        kinds = CLIP_CAPTIONS[self.config.clips]
+        for sample in samples:
+            missing = [key for key in kinds.values() if key != "answer" if key not in sample.extra]
+            if missing:
+                raise ConfigError(
+                    f"sample {sample.id}: clips: {self.config.clips} needs extra[{missing[0]!r}] "
+                    "(the toy world's clip descriptions)"
+                )
+        order = list(kinds)
 
         def build(index: int) -> dict[str, Any]:
-            item = dataset[index]
+            sample = samples[index // len(order)]
+            kind = order[index % len(order)]
+            item = dataset[index // len(order)]
+            key = kinds[kind]
+            caption = item["answer"] if key == "answer" else sample.extra[key]
             frames = {
-                "id": item["id"],
-                "caption": item["answer"],
+                "id": item["id"] if len(order) == 1 else f"{item['id']}/{kind}",
+                "caption": caption,
                 "reference_frames": item["vdm_frames"],
-                "target_frames": item["target_frames"],
+                "target_frames": item["target_frames" if kind == "target" else "vdm_frames"],
             }
             if not self.config.cache_latents:
                 return frames
+            # A trained text encoder changes its embeddings every step: only latents cache.
+            captions = None if self.config.train_text_encoder else [caption]
             latents = self.encode(
-                frames["reference_frames"][None], frames["target_frames"][None], [item["answer"]]
+                frames["reference_frames"][None], frames["target_frames"][None], captions
             )
-            return {"id": item["id"], **{k: v[0].cpu() for k, v in latents.items()}}
+            cached = {"id": frames["id"], **{k: v[0].cpu() for k, v in latents.items()}}
+            if captions is None:
+                cached["caption"] = caption
+            return cached
 
-        return LazyItems(len(samples), build, cache=self.config.cache_latents)
+        return LazyItems(len(samples) * len(order), build, cache=self.config.cache_latents)
 
     def train_dataset(self) -> Sequence[dict[str, Any]]:
         return self._train
@@ -242,18 +301,18 @@ class SFTVDMTask:
         self,
         reference_frames: torch.Tensor,
         target_frames: torch.Tensor,
-        captions: Sequence[str],
+        captions: Sequence[str] | None,
     ) -> dict[str, torch.Tensor]:
         """Frozen-encoder outputs of a batch: `target_latents` (B, C, T', h, w),
         `reference_latents` (B, C, n, h, w; absent for n = 0) and `prompt_embeds`
-        (B, 512, D), in float32 with autocast off, on the VAE's device."""
+        (B, 512, D; absent for captions None), in float32 with autocast off, on the VAE's
+        device."""
         r, n = self.renderer, self.config.num_reference_frames
         device = next(r.vae.parameters()).device
         with _no_autocast(device):
-            out = {
-                "target_latents": torch.cat([r.encode_video(f) for f in target_frames]),
-                "prompt_embeds": r.encode_prompts(list(captions)).to(device),
-            }
+            out = {"target_latents": r.encode_video(target_frames)}
+            if captions is not None:
+                out["prompt_embeds"] = r.encode_prompts(list(captions)).to(device)
             if n > 0:
                 out["reference_latents"] = torch.cat(
                     [
@@ -297,21 +356,23 @@ class SFTVDMTask:
             "sigmas": torch.stack([d[0] for d in draws]),
             "noise": torch.stack([d[2] for d in draws]),
         }
-        if self.config.cache_latents:
+        if "prompt_embeds" in items[0]:
             batch["prompt_embeds"] = torch.stack(
                 [
                     self.negative_embeds() if d[1] else item["prompt_embeds"]
                     for item, d in zip(items, draws, strict=True)
                 ]
             )
-            keys = ["target_latents"] + ["reference_latents"] * (
-                self.config.num_reference_frames > 0
-            )
         else:
             batch["captions"] = [
                 self.negative_prompt if d[1] else item["caption"]
                 for item, d in zip(items, draws, strict=True)
             ]
+        if self.config.cache_latents:
+            keys = ["target_latents"] + ["reference_latents"] * (
+                self.config.num_reference_frames > 0
+            )
+        else:
             keys = ["target_frames", "reference_frames"]
         for key in keys:
             batch[key] = torch.stack([item[key] for item in items])
@@ -320,17 +381,21 @@ class SFTVDMTask:
     def sample_losses(self, model: torch.nn.Module, batch: dict[str, Any]) -> torch.Tensor:
         """Per-sample mean squared velocity error on the generated frames, (B,)."""
         noise = batch["noise"]
+        trained_text = isinstance(model, torch.nn.ModuleDict)
         if "target_latents" in batch:
-            encoded = batch
+            encoded = dict(batch)
         else:
             self._place_encoders(noise.device)
+            frozen_captions = None if trained_text else batch["captions"]
             encoded = self.encode(
-                batch["reference_frames"], batch["target_frames"], batch["captions"]
+                batch["reference_frames"], batch["target_frames"], frozen_captions
             )
+        if trained_text:
+            encoded["prompt_embeds"] = self.renderer.prompt_embeddings(batch["captions"])
         x0 = encoded["target_latents"].to(noise.device)
         sigmas = batch["sigmas"]
         prediction = conditional_velocity(
-            model,
+            model["transformer"] if trained_text else model,
             noisy_latents(x0, noise, sigmas),
             sigmas * self.num_train_timesteps,
             encoded["prompt_embeds"],
@@ -343,10 +408,10 @@ class SFTVDMTask:
         return {"loss": self.sample_losses(model, batch).mean()}
 
     def save_pretrained(self, model: torch.nn.Module, out: Path) -> None:
-        """A full VANS checkpoint: the trained DiT with the unchanged VAE, text encoder,
-        tokenizer and scheduler, the starting checkpoint's vlm/ copied, and its settings
-        with the reference conditioning trained with."""
-        if model is not self.renderer.transformer:
+        """A full VANS checkpoint: the trained DiT (and text encoder, if it trained) with the
+        unchanged VAE, tokenizer and scheduler, the starting checkpoint's vlm/ copied, and
+        its settings with the reference conditioning trained with."""
+        if model is not self.model:
             raise ValueError("save_pretrained expects the task's (unwrapped) model")
         settings = dataclasses.replace(
             self.settings,

@@ -13,9 +13,16 @@ sample's seed:
     z = mu + sigma * eps
     loss = mean((decode(z) - x)^2) + kl_weight * KL(N(mu, sigma^2) || N(0, 1))
 
-the KL averaged over latent elements. After training, `latents_mean` / `latents_std` in the
-VAE config are set to the per-channel statistics of the posterior means over the training
-clips, so the normalised latents the DiT sees have unit scale, as Wan's do.
+the KL averaged over latent elements. With `foreground_weight` w > 0 the squared error is a
+weighted mean instead, sum(m * e) / sum(m) with m = 1 + w * foreground: the toy world's
+objects are a few pixels of a flat background, and a plain MSE is lowest for a decoder that
+smears them into the background's colour. A pixel is foreground when it differs from its
+row's background colour, the per-channel median of that row over the clip's frames and
+columns (side views: every row is mostly sky or floor, objects are narrower than half of
+it), by more than `foreground_threshold` in any channel. After training, `latents_mean` /
+`latents_std` in the VAE config are set to the per-channel statistics of the posterior
+means over the training clips, so the normalised latents the DiT sees have unit scale, as
+Wan's do.
 """
 
 from __future__ import annotations
@@ -60,6 +67,12 @@ class VAEConfig:
     kl_weight: float = 1e-3
     """Weight of the per-element KL to N(0, 1): small, so reconstruction dominates, but
     enough to keep the posterior from collapsing to a point far from the origin."""
+    foreground_weight: float = 0.0
+    """Extra weight of foreground pixels in the reconstruction error (see the module
+    docstring); 0: plain MSE."""
+    foreground_threshold: float = 0.1
+    """Channel difference (in [-1, 1] units) from the row's background colour above which
+    a pixel is foreground."""
     stats_clips: int = 256
     """Training clips whose latents set `latents_mean` / `latents_std` at the end."""
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -75,6 +88,10 @@ class VAEConfig:
                 problems.append(f"{name} must be >= 1, got {value}")
         if self.kl_weight < 0:
             problems.append(f"kl_weight must be >= 0, got {self.kl_weight}")
+        if self.foreground_weight < 0:
+            problems.append(f"foreground_weight must be >= 0, got {self.foreground_weight}")
+        if not self.foreground_threshold > 0:
+            problems.append(f"foreground_threshold must be > 0, got {self.foreground_threshold}")
         if self.stats_clips < 1:
             problems.append(f"stats_clips must be >= 1, got {self.stats_clips}")
         if problems:
@@ -100,6 +117,23 @@ def psnr(reconstruction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Peak signal-to-noise ratio in dB per sample, (B,), of videos in [-1, 1] (peak 2)."""
     mse = (reconstruction - target).square().mean(dim=tuple(range(1, target.ndim)))
     return 10 * torch.log10(4 / mse.clamp_min(1e-12))
+
+
+def foreground_mask(x: torch.Tensor, threshold: float) -> torch.Tensor:
+    """Foreground pixels (B, 1, T, H, W) of videos x (B, 3, T, H, W): those whose colour
+    differs from their row's median over frames and columns by more than `threshold` in
+    some channel."""
+    rows = x.permute(0, 1, 3, 2, 4).flatten(3)  # (B, 3, H, T * W)
+    background = rows.median(dim=3).values[:, :, None, :, None]  # (B, 3, 1, H, 1)
+    return (x - background).abs().amax(dim=1, keepdim=True) > threshold
+
+
+def weighted_mse(error: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Per-sample weighted mean of squared `error` (B, C, ...), `weight` broadcast over
+    channels: sum(weight * error^2) / sum(weight), (B,)."""
+    weight = weight.expand_as(error)
+    dims = tuple(range(1, error.ndim))
+    return (weight * error.square()).sum(dim=dims) / weight.sum(dim=dims).clamp_min(1e-12)
 
 
 def channel_statistics(latents: Sequence[torch.Tensor]) -> tuple[list[float], list[float]]:
@@ -198,14 +232,21 @@ class VAETask:
         # Wan's decoder clamps to [-1, 1]: saturated pixels pass no gradient, which is what
         # a renderer that is only ever read through that clamp should learn from.
         reconstruction = model.decode(z, return_dict=False)[0].float()
-        return {
-            "mse": (reconstruction - x).square().mean(dim=(1, 2, 3, 4)),
+        error = reconstruction - x
+        terms = {
+            "mse": error.square().mean(dim=(1, 2, 3, 4)),
             "kl": gaussian_kl(posterior.mean.float(), posterior.logvar.float()),
             "psnr": psnr(reconstruction.detach(), x),
         }
+        if self.config.foreground_weight > 0:
+            foreground = foreground_mask(x, self.config.foreground_threshold)
+            weight = 1 + self.config.foreground_weight * foreground.float()
+            terms["foreground_mse"] = weighted_mse(error, foreground.float())
+            terms["weighted_mse"] = weighted_mse(error, weight)
+        return terms
 
     def sample_losses(self, model: torch.nn.Module, batch: dict[str, Any]) -> torch.Tensor:
-        """Per-sample loss (B,): MSE + kl_weight * KL."""
+        """Per-sample loss (B,): (weighted) MSE + kl_weight * KL."""
         return self._total(self.terms(model, batch))
 
     def loss(self, model: torch.nn.Module, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
@@ -213,7 +254,7 @@ class VAETask:
         return {"loss": self._total(terms).mean(), **{k: v.mean() for k, v in terms.items()}}
 
     def _total(self, terms: dict[str, torch.Tensor]) -> torch.Tensor:
-        return terms["mse"] + self.config.kl_weight * terms["kl"]
+        return terms.get("weighted_mse", terms["mse"]) + self.config.kl_weight * terms["kl"]
 
     @torch.no_grad()
     def latent_statistics(self) -> tuple[list[float], list[float]]:
