@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
+import statistics
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -26,16 +28,20 @@ from vans.evaluation.embedders import (
     video_features,
 )
 from vans.evaluation.fvd import frechet_distance_from_features
+from vans.evaluation.report import results_markdown
 from vans.evaluation.runner import (
     EvalError,
     EvalSettings,
     Prediction,
     SavedPredictions,
     evaluate,
+    sample_folder,
     sample_seed,
 )
 from vans.evaluation.text_metrics import corpus_bleu, rouge_l
+from vans.evaluation.toy_truth import CHECKS, toy_truth
 from vans.evaluation.video_metrics import aligned_indices, clip_t, clip_v
+from vans.models.prompting import format_target
 
 COLOURS = {"red": (1.0, 0.0, 0.0), "green": (0.0, 1.0, 0.0), "blue": (0.0, 0.0, 1.0)}
 
@@ -237,6 +243,20 @@ def test_runner_scores_match_direct_computation(toy_set: Path, tmp_path: Path) -
     assert "9 frames at 32x32" in table and "coco" in table
     saved = json.loads((tmp_path / "out" / "results.json").read_text())
     assert saved["num_samples"] == 5 and saved["num_failed"] == 0
+    # The toy world's truth checks of each (wrong) answer, as toy_truth computes them.
+    truths = []
+    for s, caption, video in zip(samples, captions, gens, strict=True):
+        inp = read_video(s.input.path).frames[-1]
+        truths.append(toy_truth(s.extra, s.answer, caption, video, inp))
+        scores = json.loads((sample_folder(tmp_path / "out", s.id) / "scores.json").read_text())
+        assert scores["family"] == s.extra["family"]
+        assert scores["truth"] == {k: bool(v) for k, v in truths[-1].items()}
+    assert result.truth == {k: np.mean([t[k] for t in truths]) for k in CHECKS}
+    assert result.truth["caption_right"] == 0  # another sample's answer is never right
+    families = [s.extra["family"] for s in samples]
+    assert saved["truth_samples"] == {f: families.count(f) for f in sorted(set(families))}
+    assert saved["well_formed"] is None  # saved predictions without their raw text
+    assert "Truth checks on the toy world (% of samples):" in table
 
 
 def test_runner_resumes_without_redoing_finished_samples(toy_set: Path, tmp_path: Path) -> None:
@@ -301,6 +321,109 @@ def test_bad_sample_is_reported_and_skipped(toy_set: Path, tmp_path: Path) -> No
     assert "no prediction for sample" in failures[1]["error"]
 
 
+@pytest.fixture(scope="module")
+def toy_set_64(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Every family (and every hypothetical future) at 64x64, where H.264 keeps the colours
+    of the smallest objects."""
+    out = tmp_path_factory.mktemp("toy64")
+    return write_toyworld(ToyWorldConfig(num=10, seed=1, multi_future=1.0, target_frames=9), out)
+
+
+def truth_predictions(manifest: Path, root: Path) -> list[VNEPSample]:
+    """Predictions that are the ground truth (its caption, its video file), each with its raw
+    output text: well-formed but for the first."""
+    samples = load_manifest(manifest)
+    rows = []
+    for i, s in enumerate(samples):
+        shutil.copy(s.target.path, root / f"{s.id}.mp4")
+        text = format_target(s.reasoning, s.answer)
+        rows.append(
+            {"id": s.id, "caption": s.answer, "video": f"{s.id}.mp4", "text": text[i == 0 :]}
+        )
+    (root / "predictions.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return samples
+
+
+def test_truth_of_the_ground_truth_is_complete(toy_set_64: Path, tmp_path: Path) -> None:
+    (tmp_path / "pred").mkdir()
+    samples = truth_predictions(toy_set_64, tmp_path / "pred")
+    preds = SavedPredictions(tmp_path / "pred")
+    result = evaluate(samples, preds, tmp_path / "out", EvalSettings(metrics=("rouge_l",)))
+    assert result.truth == dict.fromkeys(CHECKS, 1.0)
+    assert result.truth_samples == {
+        "bounce": 2, "collision": 2, "fall": 2, "fill": 1, "push": 1, "sort": 1, "stack": 1
+    }  # fmt: skip
+    assert all(rates == dict.fromkeys(CHECKS, 1.0) for rates in result.truth_by_family.values())
+    assert result.well_formed == pytest.approx(0.9)  # the first text lacks its "["
+    table = (tmp_path / "out" / "results.md").read_text()
+    assert "| model | " + " | ".join(["100.0"] * len(CHECKS)) + " |" in table
+    assert "| model | sort | 1 | " in table
+    assert "Well-formed answers ([Think]…[/Think][Ans]…[/Ans], the r_f condition): 90.0%" in table
+    assert "10 toy-world samples (bounce 2, collision 2," in table
+
+    # A run scored before the truth checks existed gains them on resume, unchanged.
+    folder = sample_folder(tmp_path / "out", samples[3].id)
+    record = json.loads((folder / "scores.json").read_text())
+    old = {k: v for k, v in record.items() if k not in ("truth", "family")}
+    (folder / "scores.json").write_text(json.dumps(old))
+    statuses: list[str] = []
+    resumed = evaluate(
+        samples,
+        preds,
+        tmp_path / "out",
+        EvalSettings(metrics=("rouge_l",)),
+        on_sample=lambda _id, status: statuses.append(status),
+    )
+    assert statuses == ["skipped"] * len(samples)
+    assert json.loads((folder / "scores.json").read_text()) == record
+    assert resumed.truth == result.truth and resumed.truth_samples == result.truth_samples
+
+
+def test_other_data_gets_no_truth_checks(toy_set_64: Path, tmp_path: Path) -> None:
+    (tmp_path / "pred").mkdir()
+    samples = [
+        replace(s, source="real", extra={})
+        for s in truth_predictions(toy_set_64, tmp_path / "pred")
+    ]
+    settings = EvalSettings(metrics=("bleu4", "rouge_l"))
+    result = evaluate(samples, SavedPredictions(tmp_path / "pred"), tmp_path / "out", settings)
+    assert result.truth == {} and result.truth_by_family == {} and result.truth_samples == {}
+    scores = json.loads(
+        (sample_folder(tmp_path / "out", samples[0].id) / "scores.json").read_text()
+    )
+    assert scores["truth"] is None and scores["family"] is None
+    table = (tmp_path / "out" / "results.md").read_text()
+    assert "Truth checks" not in table and "Names movers" not in table
+    assert "90.0%" in table  # the well-formed rate is reported for any data
+
+
+def test_truth_table_of_seeded_rows_shows_mean_and_std(toy_set_64: Path, tmp_path: Path) -> None:
+    (tmp_path / "pred").mkdir()
+    samples = truth_predictions(toy_set_64, tmp_path / "pred")
+    settings = EvalSettings(metrics=("rouge_l",))
+    result = evaluate(samples[:4], SavedPredictions(tmp_path / "pred"), tmp_path / "out", settings)
+    half = replace(result, truth={**result.truth, "event_right": 0.5})
+    text = results_markdown([[result, half]])
+    # Seeds at 100% and 50%: mean 75, sample std sqrt(2 * 25**2 / 1) = 35.36.
+    assert f"75.0 ± {statistics.stdev([100.0, 50.0]):.1f}" in text and "35.4" in text
+    assert "| model (2 seeds) | collision | 2 | " in text
+
+
+def test_saved_predictions_check_the_raw_text(toy_set: Path, tmp_path: Path) -> None:
+    a, b, c = load_manifest(toy_set)[:3]
+    (tmp_path / "predictions.jsonl").write_text(
+        f'{{"id": "{a.id}", "caption": "x", "text": "[Think]t[/Think] [Ans]x[/Ans]"}}\n'
+        f'{{"id": "{b.id}", "caption": "y", "well_formed": false}}\n'
+        f'{{"id": "{c.id}", "caption": "z"}}\n'
+    )
+    preds = SavedPredictions(tmp_path)
+    assert (preds(a).well_formed, preds(a).think) == (True, "t")
+    assert preds(b).well_formed is False and preds(c).well_formed is None
+    (tmp_path / "predictions.jsonl").write_text('{"id": "a", "caption": "x", "text": 3}\n')
+    with pytest.raises(EvalError, match=r"predictions.jsonl:1: text"):
+        SavedPredictions(tmp_path)
+
+
 def test_sample_seed_depends_only_on_the_id() -> None:
     assert sample_seed(0, "a") == sample_seed(0, "a") != sample_seed(0, "b")
     assert sample_seed(1, "a") != sample_seed(0, "a")
@@ -331,12 +454,28 @@ def test_eval_cli_on_tiny_checkpoint_resumes(
     assert answer.frames.shape == (17, 64, 64, 3)  # the tiny checkpoint's protocol
     scores = json.loads((tmp_path / "eval" / "samples" / sample.id / "scores.json").read_text())
     assert -1 <= scores["clip_v"] <= 1 and set(scores["rouge_l"]) == {"coco", "rouge-score"}
+    assert set(scores["truth"]) == set(CHECKS) and scores["family"] == sample.extra["family"]
     results = json.loads((tmp_path / "eval" / "results.json").read_text())
     assert set(results["metrics"]) == {"bleu4", "rouge_l", "fvd", "clip_v", "clip_t"}
+    assert set(results["truth"]) == set(CHECKS) and 0 <= results["well_formed"] <= 1
     assert results["protocol"]["video"] == [{"frames": 17, "height": 64, "width": 64}]
     assert run(args) == 0
     assert "0 scored, 2 already done, 0 failed" in capsys.readouterr().out
     assert json.loads((tmp_path / "eval" / "results.json").read_text()) == results
+
+
+def test_eval_cli_renders_toy_answers_for_the_truth_checks(
+    tiny_checkpoint: Path, toy_set: Path, tmp_path: Path
+) -> None:
+    """Without any video metric, a checkpoint still renders (and keeps) the answer videos of
+    toy-world samples: the truth checks judge them."""
+    args = ["eval", "--checkpoint", str(tiny_checkpoint), "--manifest", str(toy_set)]
+    assert run([*args, "--out", str(tmp_path / "e"), "--metrics", "rouge_l", "--limit", "1"]) == 0
+    sample = load_manifest(toy_set)[0]
+    folder = tmp_path / "e" / "samples" / sample.id
+    scores = json.loads((folder / "scores.json").read_text())
+    assert scores["video"] == "answer.mp4" and (folder / "answer.mp4").is_file()
+    assert all(scores["truth"][k] is not None for k in CHECKS)
 
 
 def test_eval_cli_errors(tmp_path: Path, toy_set: Path, capsys) -> None:

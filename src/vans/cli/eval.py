@@ -1,4 +1,5 @@
-"""`vans eval`: the paper's table (BLEU@4, ROUGE-L, FVD, CLIP-V, CLIP-T) for a model."""
+"""`vans eval`: the paper's table (BLEU@4, ROUGE-L, FVD, CLIP-V, CLIP-T) for a model, and
+the truth checks of its answers on toy-world samples (`evaluation/toy_truth.py`)."""
 
 from __future__ import annotations
 
@@ -49,7 +50,9 @@ def eval_command(
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1, ...")] = "cpu",
     dtype: Annotated[str, typer.Option(help="float32, or bfloat16 on a GPU.")] = "float32",
 ) -> None:
-    """Evaluate a checkpoint (or saved predictions) on a manifest; resumable."""
+    """Evaluate a checkpoint (or saved predictions) on a manifest; resumable. Toy-world
+    samples are also checked against their ground truth (objects, event, where the movers
+    end), so a checkpoint renders their answer videos even when no video metric is asked."""
     from vans.data.manifest import validate_manifest
     from vans.evaluation.embedders import load_embedder
     from vans.evaluation.fvd import I3D
@@ -62,6 +65,7 @@ def eval_command(
         check_metrics,
         evaluate,
     )
+    from vans.evaluation.toy_truth import is_toy_sample
 
     if (checkpoint is None) == (predictions is None):
         raise VansError("give exactly one of --checkpoint and --predictions")
@@ -98,6 +102,7 @@ def eval_command(
 
         pipe = VANSPipeline.from_checkpoint(checkpoint, device=device, dtype=parse_dtype(dtype))
         wants_video = any(m in ("fvd", "clip_v", "clip_t") for m in chosen_metrics)
+        wants_video |= any(is_toy_sample(s.extra) for s in samples)  # for the truth checks
         predictor = PipelinePredictor(pipe, seed=seed, videos=wants_video)
     else:
         predictor = SavedPredictions(predictions)

@@ -8,6 +8,7 @@ Layout of the output directory::
       samples/<id>/answer.mp4 the generated video (pipeline mode)
       samples/<id>/features.safetensors  FVD features of the answer and the ground truth
       samples/<id>/scores.json          written last: its presence marks the sample done
+                                        (toy-world samples: with their truth checks)
       failures.jsonl          samples that could not be scored, with the reason
       results.json / results.md
 
@@ -19,6 +20,7 @@ failures.jsonl and skipped, and is retried on the next run.
 from __future__ import annotations
 
 import json
+import math
 import re
 import zlib
 from collections.abc import Callable, Sequence
@@ -36,8 +38,10 @@ from vans.evaluation.embedders import VideoTextEmbedder, video_features
 from vans.evaluation.fvd import I3D, frechet_distance_from_features
 from vans.evaluation.report import METRICS, results_markdown
 from vans.evaluation.text_metrics import DEFAULT_ROUGE_VARIANT, ROUGE_VARIANTS, corpus_bleu, rouge_l
+from vans.evaluation.toy_truth import CHECKS, is_toy_sample, toy_truth
 from vans.evaluation.video_metrics import align_frames, clip_t, clip_v
 from vans.io import atomic_file, write_json, write_text
+from vans.models.prompting import parse_output
 
 VIDEO_METRICS = ("fvd", "clip_v", "clip_t")
 
@@ -54,7 +58,9 @@ class Prediction:
     video: torch.Tensor | None
     """uint8 (T, H, W, 3), or None when only text metrics are requested."""
     think: str = ""
-    well_formed: bool = True
+    well_formed: bool | None = None
+    """Whether the raw output followed the [Think]/[Ans] template; None when unknown (saved
+    predictions without their raw text)."""
     fps: float = 8.0
 
 
@@ -103,7 +109,9 @@ class PipelinePredictor:
 
 class SavedPredictions:
     """Answers written by another system: `predictions.jsonl` in `root`, one row per sample,
-    `{"id": ..., "caption": ..., "video": "path/relative/to/root.mp4"}` (`think` optional)."""
+    `{"id": ..., "caption": ..., "video": "path/relative/to/root.mp4"}`. Optional: `think`,
+    and `text`, the raw output, from which the well-formed check (and a missing `think`) is
+    taken; without it a boolean `well_formed` is used if given, else it is unknown."""
 
     writes_videos = False
 
@@ -124,6 +132,10 @@ class SavedPredictions:
                 raise EvalError(f'{file}:{line_no}: a row needs a string "id"')
             if not isinstance(row.get("caption"), str):
                 raise EvalError(f"{file}:{line_no}: caption: a string is required")
+            if not isinstance(row.get("text", ""), str):
+                raise EvalError(f"{file}:{line_no}: text: the raw output must be a string")
+            if not isinstance(row.get("well_formed", False), bool):
+                raise EvalError(f"{file}:{line_no}: well_formed: must be true or false")
             self.rows[row["id"]] = row
 
     def __call__(self, sample: VNEPSample) -> Prediction:
@@ -134,8 +146,12 @@ class SavedPredictions:
         if row.get("video"):
             decoded = read_video(self.root / row["video"])
             video, fps = decoded.frames, decoded.fps
+        think, well_formed = row.get("think", ""), row.get("well_formed")
+        if "text" in row:
+            parsed = parse_output(row["text"])
+            think, well_formed = row.get("think", parsed.think), parsed.well_formed
         return Prediction(
-            row["caption"], video, row.get("think", ""), True, fps if video is not None else 8.0
+            row["caption"], video, think, well_formed, fps if video is not None else 8.0
         )
 
 
@@ -148,7 +164,7 @@ class SampleScores:
     answer: str
     caption: str
     think: str
-    well_formed: bool
+    well_formed: bool | None
     rouge_l: dict[str, float]
     """ROUGE-L of the caption in every variant."""
     clip_v: float | None = None
@@ -160,6 +176,11 @@ class SampleScores:
     frames: int | None = None
     size: list[int] | None = None
     video: str | None = None
+    family: str | None = None
+    """The toy-world family of the sample (None for other data)."""
+    truth: dict[str, bool | None] | None = None
+    """Toy-world samples: the truth checks (`toy_truth.CHECKS`); None where one does not apply
+    (the video checks without a video). None for other data."""
 
 
 @dataclass
@@ -186,6 +207,13 @@ class EvalResult:
     num_samples: int
     num_failed: int
     rouge_l_variants: dict[str, float | None] = field(default_factory=dict)
+    well_formed: float | None = None
+    """Fraction of answers that follow the [Think]/[Ans] template (of those where it is known)."""
+    truth: dict[str, float | None] = field(default_factory=dict)
+    """Toy-world samples: the rate of each truth check over the samples it applies to."""
+    truth_by_family: dict[str, dict[str, float | None]] = field(default_factory=dict)
+    truth_samples: dict[str, int] = field(default_factory=dict)
+    """Toy-world samples scored, per family."""
 
 
 def check_metrics(
@@ -219,6 +247,10 @@ def evaluate(
     `failures` are problems found before the run (invalid manifest rows); they are reported
     with the samples that fail here. `on_sample(id, status)` is called after each sample with
     status "done", "skipped" (already scored) or "failed".
+
+    Toy-world samples (an `extra` with the toy world's ground truth) also get the truth checks
+    of `toy_truth` in their scores.json, aggregated into `EvalResult.truth` (and per family);
+    samples scored before those checks existed get them when the run is resumed.
     """
     out = Path(out)
     metrics = check_metrics(settings.metrics, embedder=embedder, i3d=i3d)
@@ -236,24 +268,25 @@ def evaluate(
     for sample in samples:
         folder = sample_folder(out, sample.id)
         done = folder / "scores.json"
-        if done.is_file():
-            records.append(SampleScores(**json.loads(done.read_text())))
-            if "fvd" in metrics:
-                features.append(_load_features(folder))
-            status = "skipped"
-        else:
-            try:
+        try:
+            if done.is_file():
+                record = SampleScores(**json.loads(done.read_text()))
+                if record.truth is None and is_toy_sample(sample.extra):
+                    _backfill_truth(record, sample, predictor, folder)
+                feats = _load_features(folder) if "fvd" in metrics else None
+                status = "skipped"
+            else:
                 record, feats = _score_sample(
                     sample, predictor, folder, metrics, embedder, i3d, wants_video
                 )
-            except Exception as exc:  # a bad sample never ends the run
-                failed.append({"id": sample.id, "error": f"{type(exc).__name__}: {exc}"})
-                status = "failed"
-            else:
-                records.append(record)
-                if feats is not None:
-                    features.append(feats)
                 status = "done"
+        except Exception as exc:  # a bad sample never ends the run
+            failed.append({"id": sample.id, "error": f"{type(exc).__name__}: {exc}"})
+            status = "failed"
+        else:
+            records.append(record)
+            if feats is not None:
+                features.append(feats)
         if on_sample is not None:
             on_sample(sample.id, status)
     _write_failures(out / "failures.jsonl", failed)
@@ -301,14 +334,44 @@ def _score_sample(
             record.clip_t_own = clip_t(embedder, video, pred.caption)
         if "fvd" in metrics:
             feats = _fvd_features([aligned, truth], embedder, i3d)
-        folder.mkdir(parents=True, exist_ok=True)
-        if predictor.writes_videos:
-            record.video = write_mp4(folder / "answer.mp4", video, pred.fps).name
         if feats is not None:
             with atomic_file(folder / "features.safetensors") as tmp:
                 save_file({"generated": feats[0], "truth": feats[1]}, str(tmp))
+    # Also without video metrics: a toy-world answer's video is judged by the truth checks.
+    if pred.video is not None and predictor.writes_videos:
+        folder.mkdir(parents=True, exist_ok=True)
+        record.video = write_mp4(folder / "answer.mp4", pred.video, pred.fps).name
+    if is_toy_sample(sample.extra):
+        _add_truth(record, sample, pred.video)
     write_json(folder / "scores.json", asdict(record))
     return record, feats
+
+
+def _add_truth(record: SampleScores, sample: VNEPSample, video: torch.Tensor | None) -> None:
+    """The toy-world truth checks of the record's caption (and the answer video, if any)."""
+    input_frame = None
+    if video is not None:
+        ref = sample.input
+        input_frame = read_video(ref.path, start=ref.start, end=ref.end).frames[-1]
+    checks = toy_truth(sample.extra, sample.answer, record.caption, video, input_frame)
+    record.family = sample.extra["family"]
+    record.truth = {
+        k: None if isinstance(v, float) and math.isnan(v) else bool(v) for k, v in checks.items()
+    }
+
+
+def _backfill_truth(
+    record: SampleScores, sample: VNEPSample, predictor: Predictor, folder: Path
+) -> None:
+    """Give a toy-world sample scored before the truth checks existed its checks, from the
+    same answer a fresh run scores: the saved answer.mp4, or the saved prediction."""
+    video = None
+    if record.video is not None:
+        video = read_video(folder / record.video).frames
+    elif not predictor.writes_videos:
+        video = predictor(sample).video
+    _add_truth(record, sample, video)
+    write_json(folder / "scores.json", asdict(record))
 
 
 def _fvd_features(
@@ -341,23 +404,21 @@ def _aggregate(
     name: str,
     num_failed: int,
 ) -> EvalResult:
-    def mean(values: list[float | None]) -> float | None:
-        kept = [v for v in values if v is not None]
-        return sum(kept) / len(kept) if kept else None
-
     values: dict[str, float | None] = dict.fromkeys(metrics)
     if records and "bleu4" in metrics:
         values["bleu4"] = corpus_bleu([r.caption for r in records], [r.answer for r in records])[3]
-    variants = {v: mean([r.rouge_l[v] for r in records]) for v in ROUGE_VARIANTS}
+    variants = {v: _mean([r.rouge_l[v] for r in records]) for v in ROUGE_VARIANTS}
     if "rouge_l" in metrics:
         values["rouge_l"] = variants[settings.rouge_variant]
     for key in ("clip_v", "clip_t"):
         if key in metrics:
-            values[key] = mean([getattr(r, key) for r in records])
+            values[key] = _mean([getattr(r, key) for r in records])
     if "fvd" in metrics and len(features) >= 2:
         generated = torch.stack([f[0] for f in features]).double().numpy()
         truth = torch.stack([f[1] for f in features]).double().numpy()
         values["fvd"] = frechet_distance_from_features(truth, generated)
+    toy = [r for r in records if r.truth is not None]
+    families = sorted({r.family for r in toy})
     sizes = {(r.frames, *r.size) for r in records if r.size is not None}
     protocol = {
         "samples": len(records),
@@ -370,7 +431,30 @@ def _aggregate(
         "source": settings.source,
         "seed": settings.seed,
     }
-    return EvalResult(name, values, fvd_label, protocol, len(records), num_failed, variants)
+    return EvalResult(
+        name,
+        values,
+        fvd_label,
+        protocol,
+        len(records),
+        num_failed,
+        variants,
+        well_formed=_mean([r.well_formed for r in records]),
+        truth=_truth_rates(toy) if toy else {},
+        truth_by_family={f: _truth_rates([r for r in toy if r.family == f]) for f in families},
+        truth_samples={f: sum(r.family == f for r in toy) for f in families},
+    )
+
+
+def _mean(values: list[float | bool | None]) -> float | None:
+    """The mean of the values that are not None (a rate, for booleans), or None."""
+    kept = [float(v) for v in values if v is not None]
+    return sum(kept) / len(kept) if kept else None
+
+
+def _truth_rates(records: list[SampleScores]) -> dict[str, float | None]:
+    """The fraction of records passing each truth check, over those it applies to."""
+    return {key: _mean([r.truth.get(key) for r in records]) for key in CHECKS}
 
 
 def _claim_output(out: Path, settings: EvalSettings) -> None:
