@@ -17,12 +17,14 @@ smallest distance between two palette colours; an object is visible when at leas
 `MIN_PIXELS` of the last frame's pixels within `POSITION_TOLERANCE` of its position (in x and
 in y, canvas units) have its colour. The ground-truth clips themselves score the ceiling.
 
-Run: `python benchmarks/base_renderer_check.py` (defaults: runs/base_renderer/...).
+Run: `python benchmarks/base_renderer_check.py` (defaults: runs/base_renderer/...). `--base`
+may also be a step-N checkpoint of the T2V run (checks a run that is still training).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import os
 import time
@@ -32,11 +34,13 @@ from typing import Any
 
 import numpy as np
 import torch
+import yaml
+from safetensors.torch import load_file
 
 from vans.data.dataset import VideoViews, VNEPDataset
 from vans.data.manifest import load_manifest
 from vans.data.toyworld.render import BACKGROUND, COLORS, FLOOR, SCENERY
-from vans.models.checkpoint import load_settings
+from vans.models.checkpoint import VANSSettings, load_settings
 from vans.models.vdm import Renderer, video_to_uint8, video_to_unit
 from vans.training.vae import psnr
 
@@ -67,6 +71,24 @@ def visible(
         colour = list(COLORS).index(o["color"])
         out.append(bool(np.count_nonzero((labels == colour) & near) >= MIN_PIXELS))
     return out
+
+
+def load_renderer(path: Path) -> tuple[Renderer, VANSSettings]:
+    """The renderer and settings of a VANS checkpoint, or of a training checkpoint of the
+    T2V run (its trainable DiT and text encoder on top of the run's starting checkpoint)."""
+    if not (path / "trainable.safetensors").exists():
+        return Renderer.from_pretrained(path / "vdm"), load_settings(path)
+    start = Path(yaml.safe_load((path / "config.yaml").read_text())["checkpoint"])
+    renderer = Renderer.from_pretrained(start / "vdm")
+    modules = torch.nn.ModuleDict(
+        {"transformer": renderer.transformer, "text_encoder": renderer.text_encoder}
+    )
+    missing, unexpected = modules.load_state_dict(
+        load_file(path / "trainable.safetensors"), strict=False
+    )
+    if unexpected or any(not k.startswith("text_encoder.encoder.embed") for k in missing):
+        raise SystemExit(f"{path}: not a checkpoint of the T2V run ({unexpected or missing})")
+    return renderer, dataclasses.replace(load_settings(start), num_reference_frames=0)
 
 
 def rate(values: list[bool]) -> float:
@@ -145,8 +167,7 @@ def main() -> None:
 
     rows = {}
     for name, path in (("untrained", args.untrained), ("base", args.base)):
-        settings = load_settings(path)
-        renderer = Renderer.from_pretrained(path / "vdm")
+        renderer, settings = load_renderer(path)
         began = time.perf_counter()
         figures = vae_figures(renderer, clips)
         figures |= t2v_figures(

@@ -405,14 +405,19 @@ class Renderer:
         return self.prompt_embeddings(prompts, max_sequence_length)
 
     def prompt_embeddings(
-        self, prompts: Sequence[str], max_sequence_length: int = 512
+        self, prompts: Sequence[str], max_sequence_length: int = 512, *, longest: bool = False
     ) -> torch.Tensor:
         """`encode_prompts` under the caller's grad mode, for training the text encoder (a
-        toy renderer base's, which starts random where Wan's umT5 is pretrained)."""
+        toy renderer base's, which starts random where Wan's umT5 is pretrained).
+
+        With `longest` the encoder runs on the batch's longest prompt only and zeros pad the
+        result to `max_sequence_length`: the masked padding does not change the other
+        positions, so this differs from WanPipeline's numbers by float rounding only, and
+        it saves most of a toy training step (512 positions for 40-token prompts)."""
         prompts = [clean_prompt(p) for p in prompts]
         tokens = self.tokenizer(
             prompts,
-            padding="max_length",
+            padding="longest" if longest else "max_length",
             max_length=max_sequence_length,
             truncation=True,
             add_special_tokens=True,
@@ -425,6 +430,7 @@ class Renderer:
         lengths = mask.gt(0).sum(dim=1)
         keep = torch.arange(hidden.shape[1], device=encoder_device)[None, :] < lengths[:, None]
         hidden = torch.where(keep[..., None], hidden, torch.zeros_like(hidden))
+        hidden = torch.nn.functional.pad(hidden, (0, 0, 0, max_sequence_length - hidden.shape[1]))
         return hidden.to(device=self.device, dtype=self.dtype)
 
     def _latent_stats(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

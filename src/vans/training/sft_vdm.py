@@ -391,7 +391,9 @@ class SFTVDMTask:
                 batch["reference_frames"], batch["target_frames"], frozen_captions
             )
         if trained_text:
-            encoded["prompt_embeds"] = self.renderer.prompt_embeddings(batch["captions"])
+            encoded["prompt_embeds"] = self.renderer.prompt_embeddings(
+                batch["captions"], longest=True
+            )
         x0 = encoded["target_latents"].to(noise.device)
         sigmas = batch["sigmas"]
         prediction = conditional_velocity(
