@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from vans.data.toyworld import ToyWorldConfig, iter_samples, write_toyworld
-from vans.data.toyworld.perception import mcq_answer, mcq_choice, mcq_prompt, place
+from vans.data.toyworld.perception import option_sentence, place
 from vans.data.toyworld.render import COLORS
 from vans.errors import VansError
 from vans.models.checkpoint import init_tiny, load_checkpoint
@@ -20,6 +20,7 @@ from vans.training.base_reasoner import (
     ASSISTANT_PROMPT,
     BaseReasonerConfig,
     build_base_reasoner_task,
+    mcq_scores,
     perception_conversations,
 )
 from vans.training.config import TrainConfig
@@ -32,22 +33,35 @@ def toy_manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_toyworld(config, tmp_path_factory.mktemp("toy"))
 
 
-def test_mcq_choice_reads_the_leading_letter_only() -> None:
-    assert mcq_choice("B. red circle") == 1
-    assert mcq_choice("  D") == 3
-    assert mcq_choice("A.") == 0
-    assert mcq_choice("Blue square") is None  # a word starting with a capital letter
-    assert mcq_choice("E. nothing") is None
-    assert mcq_choice("") is None
+def test_option_sentences_answer_the_question() -> None:
+    which = {
+        "kind": "appearance",
+        "question": "Which circle?",
+        "options": ["red circle", "blue circle"],
+        "answer": 1,
+    }
+    how = {"kind": "motion", "question": "How?", "options": ["is still", "moves left"], "answer": 0}
+    assert [option_sentence(which, i) for i in range(2)] == ["The red circle.", "The blue circle."]
+    assert option_sentence(how, 1) == "It moves left."
 
 
-def test_mcq_prompt_and_answer_agree() -> None:
-    mcq = {"question": "Which circle?", "options": ["red circle", "blue circle"], "answer": 1}
-    assert mcq_prompt(mcq) == (
-        "Which circle?\nA. red circle\nB. blue circle\nAnswer with the option's letter."
-    )
-    assert mcq_answer(mcq) == "B. blue circle"
-    assert mcq_choice(mcq_answer(mcq)) == 1
+def test_mcq_scores_are_the_summed_log_likelihoods_of_the_options(tiny_checkpoint: Path) -> None:
+    reasoner, _, _ = load_checkpoint(tiny_checkpoint)
+    frames = torch.zeros((3, 32, 32, 3), dtype=torch.uint8)
+    options = ["The red circle.", "It is still."]
+    scores = mcq_scores(reasoner, frames, "Which?", options)
+    for score, option in zip(scores, options, strict=True):
+        # By hand: the chain rule over the option's tokens and the end token.
+        ids = reasoner.tokenizer(option, add_special_tokens=False)["input_ids"]
+        ids.append(reasoner.im_end_id)
+        total = 0.0
+        for k in range(len(ids)):
+            inputs = reasoner.prepare([frames], ["Which?"], completions=[ids[:k]] if k else None)
+            with torch.no_grad():
+                logits = reasoner.model(**inputs).logits[0, -1].float()
+            logits[reasoner.placeholder_ids] = -torch.inf  # never sampled, never scored
+            total += float(torch.log_softmax(logits, -1)[ids[k]])
+        assert float(score) == pytest.approx(total, abs=1e-4)
 
 
 def test_place_words_cover_the_grid() -> None:
@@ -71,7 +85,8 @@ def test_conversations_describe_the_input_and_never_give_the_next_event() -> Non
                 if a in COLORS and b in ("circle", "square", "triangle", "layer"):
                     assert f"{a} {b}" in present, (sample.id, target)
         for conversation in perception_conversations(extra, seed=0, free_form=False):
-            assert mcq_choice(conversation.target) == conversation.info["choice"]
+            info = conversation.info
+            assert conversation.target == info["options"][info["choice"]]
 
 
 def test_perception_facts_match_the_pixels() -> None:

@@ -173,6 +173,16 @@ TINY_SETTINGS = VANSSettings(
 """Settings of `vans init-tiny`: the paper's conditioning (6 reference latents, 1 fps, CFG 5)
 at a size a laptop CPU renders in seconds."""
 
+TOY_SETTINGS = dataclasses.replace(
+    TINY_SETTINGS, vlm_fps=2.0, sampling=SamplingConfig(max_new_tokens=128)
+)
+"""Settings of the toy presets: the reasoner watches at 2 fps (see `REASONER_PRESETS`), and
+answers may take 128 tokens. A toy answer is ~70 tokens ([Think] ~45, [Ans] ~15); at 48
+most were cut before [/Ans], so Joint-GRPO's format reward paid for short answers."""
+
+PRESET_SETTINGS: dict[str, VANSSettings] = {"tiny": TINY_SETTINGS}
+"""`init_tiny`'s settings per preset; presets not named here use `TOY_SETTINGS`."""
+
 
 RENDERER_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "tiny": {},
@@ -206,14 +216,18 @@ compression), 16x wider at 1.5x the cost per step of `vans train vae`; a 4x wide
 def init_tiny(path: str | Path, *, seed: int = 0, preset: str = "tiny") -> Path:
     """Write a tiny, randomly initialised checkpoint of the real architectures, with
     tokenizers trained on the toy world's language; `preset` picks the sizes
-    (`REASONER_PRESETS`, `RENDERER_PRESETS`) and the reasoner's frame rate."""
+    (`REASONER_PRESETS`, `RENDERER_PRESETS`) and the settings (`PRESET_SETTINGS`)."""
     known = sorted(set(RENDERER_PRESETS) & set(REASONER_PRESETS))
     if preset not in known:
         raise CheckpointError(f"unknown preset {preset!r}; known: {known}")
+    settings = PRESET_SETTINGS.get(preset, TOY_SETTINGS)
     corpus = toy_corpus()
-    sizes = REASONER_PRESETS[preset]
-    reasoner = Reasoner.random(train_reasoner_tokenizer(corpus), seed=seed, **sizes)
+    reasoner = Reasoner.random(
+        train_reasoner_tokenizer(corpus),
+        seed=seed,
+        fps=settings.vlm_fps,
+        **REASONER_PRESETS[preset],
+    )
     tokenizer = train_text_encoder_tokenizer(corpus)
     renderer = Renderer.random(tokenizer, seed=seed, **RENDERER_PRESETS[preset])
-    settings = dataclasses.replace(TINY_SETTINGS, vlm_fps=sizes.get("fps", TINY_SETTINGS.vlm_fps))
     return save_checkpoint(path, reasoner, renderer, settings)

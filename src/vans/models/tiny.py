@@ -24,7 +24,7 @@ from tokenizers import (
 from transformers import PreTrainedTokenizerFast
 
 from vans.data.toyworld import ToyWorldConfig, iter_samples
-from vans.data.toyworld.perception import mcq_answer, mcq_prompt, perception_questions
+from vans.data.toyworld.perception import option_sentence, perception_questions
 from vans.models.prompting import SYSTEM_PROMPT, format_target
 
 QWEN_SPECIAL_TOKENS = (
@@ -45,7 +45,7 @@ T5_SPECIAL_TOKENS = ("<pad>", "</s>", "<unk>")
 
 def toy_corpus(num_samples: int = 400, seed: int = 0) -> list[str]:
     """The texts of `num_samples` toy-world samples (questions, answers, reasoning, clip
-    descriptions, perception questions, multiple-choice prompts), the system prompt and the
+    descriptions, perception questions and answers), the system prompt and the
     answer template, for training
     tiny tokenizers. The toy grammar is small: 400 samples cover its vocabulary."""
     texts: list[str] = [SYSTEM_PROMPT, format_target("reasoning", "caption")]
@@ -56,8 +56,12 @@ def toy_corpus(num_samples: int = 400, seed: int = 0) -> list[str]:
         texts += [s.extra["description"], s.extra["target_description"]]
         for question, answer in perception_questions(rng, s.extra):
             texts += [question, answer]
-        for mcq in [*s.extra["mcq"], *s.extra["perception_mcq"]]:
-            texts += [mcq_prompt(mcq), mcq_answer(mcq)]
+        texts += [m["question"] for m in s.extra["mcq"]]
+        for mcq in s.extra["perception_mcq"]:
+            texts += [
+                mcq["question"],
+                *(option_sentence(mcq, i) for i in range(len(mcq["options"]))),
+            ]
     return texts
 
 

@@ -132,15 +132,16 @@ REASONER_PRESETS: dict[str, dict[str, Any]] = {
             "window_size": 64,
             "fullatt_block_indexes": [2],
         },
-        "fps": 2.0,
         "min_pixels": TOY_PIXELS,
         "max_pixels": TOY_PIXELS,
     },
 }
-"""`Reasoner.random` arguments of `init_tiny`'s presets: "tiny" is the smallest that runs
+"""`Reasoner.random` sizes of `init_tiny`'s presets: "tiny" is the smallest that runs
 (tests); "toy" is big enough to learn to see the toy world (`vans train base-reasoner`):
-about 1.1M parameters, 2 fps (9 frames of a 4-second clip; 1 fps gives 2 time steps of
-temporal patches, too few to tell a direction) and `TOY_PIXELS` per frame."""
+about 1.0M parameters and `TOY_PIXELS` per frame. The toy presets also watch at 2 fps
+(`checkpoint.TOY_SETTINGS`): 9 frames of a 4-second clip, where 1 fps gives 2 time steps
+of temporal patches, too few to tell a direction."""
+REASONER_PRESETS["toy-base"] = REASONER_PRESETS["toy"]  # the renderer base's preset name
 
 
 @dataclass

@@ -7,13 +7,14 @@ next-event answers. This stage is the toy analogue of that pretraining: every pa
 the real Qwen2.5-VL class, vision tower included, trains on perception conversations about
 toy clips (`vans.data.toyworld.perception`): describe the clip, which objects are there,
 which move, where one ends, the visible rule, and multiple-choice questions (which object of
-a shape appears, which object moves, how one moves). None of them says what happens after
-the clip: predicting the next event is what VANS's SFT teaches.
+a shape appears, which object moves, how one moves; taught as the right option's sentence).
+None of them says what happens after the clip: predicting the next event is what VANS's SFT
+teaches.
 
 The conversations use a generic assistant system prompt, as an instruct model is tuned; the
 saved reasoner carries the VANS system prompt, as a downloaded Qwen2.5-VL loads with it. The
-held-out evaluation reports the cross-entropy and the multiple-choice accuracy (greedy
-answers, the letter read off the start), overall and per question kind.
+held-out evaluation reports the cross-entropy and the multiple-choice accuracy (the option
+the model finds most likely, `mcq_scores`), overall and per question kind.
 """
 
 from __future__ import annotations
@@ -28,15 +29,10 @@ import torch
 
 from vans.data.manifest import load_manifest
 from vans.data.schema import VNEPSample
-from vans.data.toyworld.perception import (
-    mcq_answer,
-    mcq_choice,
-    mcq_prompt,
-    perception_questions,
-)
+from vans.data.toyworld.perception import option_sentence, perception_questions
 from vans.models.checkpoint import VANSSettings
 from vans.models.prompting import SYSTEM_PROMPT
-from vans.models.vlm import Reasoner, SamplingConfig
+from vans.models.vlm import Reasoner
 from vans.training.config import ConfigError, TrainConfig
 from vans.training.sft_vlm import Conversation, SFTVLMTask
 from vans.training.stage_io import load_start
@@ -67,28 +63,29 @@ class BaseReasonerConfig:
     """Keep decoded input clips in memory (a toy clip at the reasoner's rate is ~100 KB)."""
     max_target_tokens: int | None = 256
     """Targets longer than this many tokens are cut (a long description is ~130)."""
-    eval_max_new_tokens: int = 8
-    """Greedy tokens an evaluated multiple-choice answer may use (the letter comes first)."""
     max_frames: int | None = None
     """Cap on input frames, as in sft-vlm; None: every frame at the checkpoint's rate."""
     frame_size: tuple[int, int] | None = None
     """(H, W) input frames are resized to before the reasoner's pixel bounds; None: native."""
     train: TrainConfig = field(default_factory=TrainConfig)
 
-    def __post_init__(self) -> None:
-        if self.eval_max_new_tokens < 1:
-            raise ConfigError(
-                f"invalid base-reasoner config: eval_max_new_tokens must be >= 1, "
-                f"got {self.eval_max_new_tokens}"
-            )
+
+@torch.no_grad()
+def mcq_scores(
+    reasoner: Reasoner, frames: torch.Tensor, question: str, options: list[str]
+) -> torch.Tensor:
+    """Log-likelihood of each option sentence as the answer (summed over its tokens and the
+    end token), (N,): how multiple choice is scored (lm-eval-harness's `acc`)."""
+    logprobs, mask = reasoner.completion_logprobs(frames, question, options)
+    return (logprobs * mask).sum(dim=1)
 
 
 def perception_conversations(
     extra: dict[str, Any], seed: int, *, free_form: bool = True, multiple_choice: bool = True
 ) -> list[Conversation]:
     """The perception conversations of a toy sample's `extra`, the free-form ones drawn
-    from `seed`; a multiple-choice one carries its `kind` and the index of the right option
-    (`choice`)."""
+    from `seed`; a multiple-choice one is taught as its right option's sentence and carries
+    its `kind`, every option's sentence (`options`) and the right one's index (`choice`)."""
     if "description" not in extra or "perception_mcq" not in extra:
         raise ValueError(
             "no toy-world perception facts in extra (regenerate it with `vans data toyworld`)"
@@ -100,7 +97,15 @@ def perception_conversations(
         ]
     if multiple_choice:
         out += [
-            Conversation(mcq_prompt(m), mcq_answer(m), {"kind": m["kind"], "choice": m["answer"]})
+            Conversation(
+                m["question"],
+                option_sentence(m, m["answer"]),
+                {
+                    "kind": m["kind"],
+                    "options": [option_sentence(m, i) for i in range(len(m["options"]))],
+                    "choice": m["answer"],
+                },
+            )
             for m in extra["perception_mcq"]
         ]
     return out
@@ -141,17 +146,13 @@ class BaseReasonerTask(SFTVLMTask):
         return batch
 
     def evaluate(self, model: torch.nn.Module, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        """Held-out loss, and the accuracy of greedy multiple-choice answers (overall and
-        per kind; NaN for a kind this batch has none of)."""
+        """Held-out loss, and multiple-choice accuracy (overall and per kind; NaN for a kind
+        this batch has none of): the option the reasoner finds most likely is its answer."""
         out = {"loss": self.sample_losses(model, batch).mean()}
         correct: dict[str, list[float]] = {kind: [] for kind in MCQ_KINDS}
-        sampling = SamplingConfig(do_sample=False, max_new_tokens=self.config.eval_max_new_tokens)
         for item in batch["items"]:
-            kind, truth = item["kind"], item["choice"]
-            (reply,) = self.reasoner.generate(
-                item["frames"], [item["question"]], sampling=sampling, fps=item["fps"]
-            )[0]
-            correct[kind].append(float(mcq_choice(reply) == truth))
+            scores = mcq_scores(self.reasoner, item["frames"], item["question"], item["options"])
+            correct[item["kind"]].append(float(int(scores.argmax()) == item["choice"]))
         every = [c for kind in MCQ_KINDS for c in correct[kind]]
         out["mcq_accuracy"] = torch.tensor(float(np.mean(every)))
         for kind in MCQ_KINDS:

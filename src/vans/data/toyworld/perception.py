@@ -19,8 +19,6 @@ from vans.data.toyworld.render import COLORS, SHAPES, Sprite
 MOTIONS = ("moves left", "moves right", "moves up", "moves down", "is still")
 """Every motion phrase of a fact, in the order multiple-choice options list them."""
 
-LETTERS = "ABCD"
-
 
 def named_things(sprites: list[Sprite]) -> list[Sprite]:
     """Sprites language refers to as objects: shaped objects and liquid layers."""
@@ -180,24 +178,13 @@ def perception_mcqs(rng: np.random.Generator, objects: list[dict[str, Any]]) -> 
     return out
 
 
-def mcq_prompt(mcq: dict[str, Any]) -> str:
-    """The question with lettered options, as the reasoner reads it."""
-    options = "\n".join(f"{LETTERS[i]}. {o}" for i, o in enumerate(mcq["options"]))
-    return f"{mcq['question']}\n{options}\nAnswer with the option's letter."
-
-
-def mcq_answer(mcq: dict[str, Any]) -> str:
-    """The answer a perceiving model gives: the letter, then the option."""
-    i = mcq["answer"]
-    return f"{LETTERS[i]}. {mcq['options'][i]}"
-
-
-def mcq_choice(text: str) -> int | None:
-    """The option index a reply picks: its first letter A-D standing alone, else None."""
-    text = text.strip()
-    if text and text[0] in LETTERS and (len(text) == 1 or not text[1].isalpha()):
-        return LETTERS.index(text[0])
-    return None
+def option_sentence(mcq: dict[str, Any], index: int) -> str:
+    """Option `index` of a perception question as the sentence that answers it ("The red
+    circle.", "It moves left."). A perceiving model is taught the right one; multiple choice
+    is scored by which option sentence it finds most likely (`mcq_scores`), so what is
+    measured is what it sees, not whether it can copy an option's letter."""
+    option = mcq["options"][index]
+    return f"It {option}." if mcq["kind"] == "motion" else f"The {option}."
 
 
 def perception_questions(rng: np.random.Generator, extra: dict[str, Any]) -> list[tuple[str, str]]:
