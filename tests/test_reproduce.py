@@ -8,6 +8,7 @@ import statistics
 
 import pytest
 import torch
+import yaml
 from PIL import Image
 
 from vans.cli.main import run
@@ -17,49 +18,84 @@ from vans.data.video import read_video
 from vans.evaluation.report import results_markdown
 from vans.evaluation.runner import EvalResult
 from vans.models.checkpoint import load_checkpoint, load_settings
+from vans.recipes.toybases import EMBEDDER_DIR, ToyBasesConfig, base_info, run_toybases
 from vans.recipes.toyworld import HELD_OUT, RELEASE_FILE, release_rouge
 
-RUNS = ("vae", "sft_vlm", "sft_vdm", "sft_vdm_text_only", "joint_grpo_stage1", "joint_grpo_stage2")
+RUNS = ("sft_vlm", "sft_vdm", "sft_vdm_text_only", "joint_grpo_stage1", "joint_grpo_stage2")
 QUICK = [
-    "--set",
-    "embedder:steps=10",
-    "--set",
-    "embedder:batch_size=8",
-    "--set",
-    "vae:stats_clips=8",
     *[a for r in RUNS for a in ("--set", f"{r}:train.steps=2", "--set", f"{r}:train.eval_every=0")],
 ]
+BASE_RUNS = ("reasoner", "renderer_vae", "renderer_t2v")
 
 
 @pytest.fixture(scope="module")
-def recipe(tmp_path_factory):
+def bases(tmp_path_factory):
+    """Toy bases from tiny random models, 2 steps per stage: the pieces, not the figures."""
+    out = tmp_path_factory.mktemp("toybases")
+    quick = [f"{r}:train.steps=2" for r in BASE_RUNS] + [
+        f"{r}:train.eval_every=0" for r in BASE_RUNS
+    ]
+    config = ToyBasesConfig(
+        out=str(out),
+        train_num=12,
+        val_num=4,
+        judge_num=40,
+        preset="tiny",
+        overrides={
+            "embedder": ["steps=10", "batch_size=8"],
+            "renderer_vae": ["stats_clips=8"],
+            **{
+                run: [o.split(":", 1)[1] for o in quick if o.startswith(f"{run}:")]
+                for run in BASE_RUNS
+            },
+        },
+    )
+    return run_toybases(config)
+
+
+@pytest.fixture(scope="module")
+def recipe(tmp_path_factory, bases):
     out = tmp_path_factory.mktemp("reproduce")
     args = ["reproduce", "toyworld", "--out", str(out), "--seed", "0", "--seed", "5"]
-    args += ["--train-num", "16", "--val-num", "4", "--test-num", "4", "--judge-num", "40"]
+    args += ["--train-num", "16", "--val-num", "4", "--test-num", "4", "--bases", str(bases)]
     assert run([*args, *QUICK]) == 0
     return out, [*args, *QUICK]
+
+
+def test_bases_assemble_one_checkpoint_with_its_judge_and_configs(bases) -> None:
+    reasoner, _, _ = load_checkpoint(bases)
+    assert reasoner.peft_model is None
+    assert (bases / EMBEDDER_DIR).is_dir()
+    assert sorted(p.stem for p in (bases / "training").glob("*.yaml")) == sorted(BASE_RUNS)
+    info = base_info(bases)
+    assert set(info["figures"]) == set(BASE_RUNS) and "reasoner" in info["timings_s"]
 
 
 def test_splits_hold_out_compositions(recipe) -> None:
     out, _ = recipe
     train = load_manifest(out / "data" / "train" / "manifest.jsonl")
     test = load_manifest(out / "data" / "test" / "manifest.jsonl")
+    heldout = load_manifest(out / "data" / "test_heldout" / "manifest.jsonl")
     mentions = lambda s: [p for p in HELD_OUT if p in f"{s.question} {s.answer}"]  # noqa: E731
-    assert all(not mentions(s) for s in train)
-    assert all(any(p in s.answer for p in HELD_OUT) for s in test)
+    assert all(not mentions(s) for s in train) and all(not mentions(s) for s in test)
+    assert all(any(p in s.answer for p in HELD_OUT) for s in heldout)
+    assert {s.id for s in test}.isdisjoint(s.id for s in train)
 
 
 def test_table_has_every_variant_with_seed_statistics(recipe) -> None:
     out, _ = recipe
-    table = json.loads((out / "results.json").read_text())
+    tables = json.loads((out / "results.json").read_text())
+    assert sorted(tables) == ["test", "test_heldout"]
+    table = tables["test"]
     names = [rows[0]["name"] for rows in table]
     assert names == [
         "Cascade (SFT VLM + text-only VDM)",
         "VANS (SFT)",
         "VANS (Stage 1 only)",
         "VANS (Joint-GRPO)",
+        "VANS (Joint-GRPO, Stage 2 without r_c2)",
     ]
-    assert [len(rows) for rows in table] == [1, 1, 2, 2]
+    assert [len(rows) for rows in table] == [1, 1, 2, 2, 1]
     assert [r["protocol"]["source"] for r in table[3]] == [
         str(out / f"seed{s}" / "joint_grpo_stage2" / "final") for s in (0, 5)
     ]
@@ -67,6 +103,7 @@ def test_table_has_every_variant_with_seed_statistics(recipe) -> None:
     rouge = [r["metrics"]["rouge_l"] for r in table[2]]
     cell = f"{statistics.fmean(rouge):.4f} ± {statistics.stdev(rouge):.4f}"
     assert "| VANS (Stage 1 only) (2 seeds) | " in text and cell in text
+    assert "## test_heldout: held-out compositions" in text
     for rows in table:
         assert all(r["num_samples"] == 4 and r["num_failed"] == 0 for r in rows)
         assert all(r["metrics"][m] is not None for r in rows for m in ("clip_v", "fvd"))
@@ -78,13 +115,26 @@ def test_cascade_renders_without_reference_frames(recipe) -> None:
     assert load_settings(out / "sft_vdm" / "final").num_reference_frames == 6
 
 
+def test_the_r_c2_ablation_is_stage_2_without_r_c2_from_the_first_seed(recipe) -> None:
+    out, _ = recipe
+    config = yaml.safe_load(
+        (out / "seed0" / "joint_grpo_stage2_no_rc2" / "config.yaml").read_text()
+    )
+    assert config["grpo"]["reward_weights"] == {"r_c2": 0.0}
+    assert config["checkpoint"] == str(out / "seed0" / "joint_grpo_stage1" / "final")
+    assert not (out / "seed5" / "joint_grpo_stage2_no_rc2").exists()
+
+
 def test_release_is_the_first_seed_and_its_rouge_reproduces(recipe) -> None:
     out, _ = recipe
     release = out / "release"
     info = json.loads((release / RELEASE_FILE).read_text())
-    table = json.loads((out / "results.json").read_text())
-    assert info["rouge_l"] == table[3][0]["metrics"]["rouge_l"]
-    assert info["test_split"]["held_out_mode"] == "only"
+    tables = json.loads((out / "results.json").read_text())
+    assert info["rouge_l"] == tables["test"][3][0]["metrics"]["rouge_l"]
+    assert info["test_split"]["held_out_mode"] == "exclude"
+    assert info["test_splits"]["test_heldout"]["held_out_mode"] == "only"
+    configs = sorted(p.name for p in (release / "training").glob("*.yaml"))
+    assert "base-reasoner.yaml" in configs and "seed0-joint_grpo_stage1.yaml" in configs
     _, _, settings = load_checkpoint(release)
     assert settings.sampling.do_sample is False and settings.sampling.max_new_tokens == 128
     samples = load_manifest(out / "data" / "test" / "manifest.jsonl")
@@ -94,13 +144,13 @@ def test_release_is_the_first_seed_and_its_rouge_reproduces(recipe) -> None:
 
 def test_figures_and_strips(recipe) -> None:
     out, _ = recipe
-    for stage in ("joint_grpo_stage1", "joint_grpo_stage2"):
+    for stage in ("joint_grpo_stage1", "joint_grpo_stage2", "joint_grpo_stage2_no_rc2"):
         with Image.open(out / "figures" / f"{stage}.png") as png:
             assert png.size[0] > 400
     strips = sorted((out / "strips").glob("toy*.gif"))
     assert len(strips) == 4
-    # input, truth and 4 variants: six 64-px panels, 4-px gaps.
-    assert read_video(strips[0]).frames.shape[2] == 6 * 64 + 5 * 4
+    # input, truth and 5 variants: seven 64-px panels, 4-px gaps.
+    assert read_video(strips[0]).frames.shape[2] == 7 * 64 + 6 * 4
 
 
 def test_rerun_resumes_without_retraining(recipe) -> None:
@@ -118,6 +168,7 @@ def test_rerun_resumes_without_retraining(recipe) -> None:
         (["--set", "nonsense"], "expected RUN:KEY=VALUE"),
         (["--set", "sft_vml:train.steps=2"], "unknown runs ['sft_vml']"),
         (["--configs", "/nonexistent"], "/nonexistent: missing stage configs"),
+        (["--bases", "/nonexistent"], "/nonexistent: not a toy base directory"),
     ],
 )
 def test_bad_recipe_arguments_are_named(tmp_path, capsys, extra, message) -> None:

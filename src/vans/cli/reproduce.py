@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 
 from vans.cli.loading import quiet_model_libraries
+from vans.recipes.toybases import ToyBasesConfig
 from vans.recipes.toyworld import DEFAULT_CONFIGS, RecipeError, ToyRecipeConfig
 
 reproduce_app = typer.Typer(
@@ -16,6 +17,7 @@ reproduce_app = typer.Typer(
 )
 console = Console(soft_wrap=True)
 _DEFAULTS = ToyRecipeConfig()
+_BASE_DEFAULTS = ToyBasesConfig()
 
 
 @reproduce_app.command("toyworld")
@@ -41,19 +43,20 @@ def toyworld(
     train_num: Annotated[int, typer.Option(help="Training samples.")] = _DEFAULTS.train_num,
     val_num: Annotated[int, typer.Option(help="Validation samples.")] = _DEFAULTS.val_num,
     test_num: Annotated[
-        int, typer.Option(help="Test samples (held-out compositions).")
+        int, typer.Option(help="Samples of each test split (in-distribution, held-out).")
     ] = _DEFAULTS.test_num,
-    judge_num: Annotated[
-        int, typer.Option(help="Samples the judge embedder trains on.")
-    ] = _DEFAULTS.judge_num,
+    bases: Annotated[
+        Path,
+        typer.Option(help="Toy bases to start from (vans reproduce toybases' base/)."),
+    ] = Path(_DEFAULTS.bases),
     threads: Annotated[
         int | None, typer.Option(help="torch threads (default: torch's choice).")
     ] = None,
 ) -> None:
-    """Generate toy data, train every stage (VAE, SFT of both models, Joint-GRPO Stage 1 and
-    2 per seed, a cascade baseline), evaluate all variants on held-out compositions and
-    write results.md, reward curves, GIF strips and a release checkpoint (about 80 min on 2
-    CPU cores)."""
+    """From the toy bases: generate toy data, train every stage (SFT of both models,
+    Joint-GRPO Stage 1 and 2 per seed, a cascade baseline), evaluate all variants on
+    in-distribution and held-out compositions and write results.md, reward curves, GIF
+    strips and a release checkpoint."""
     quiet_model_libraries()
     import torch
 
@@ -61,12 +64,7 @@ def toyworld(
 
     if threads is not None:
         torch.set_num_threads(threads)
-    overrides: dict[str, list[str]] = {}
-    for item in override or []:
-        run, sep, assignment = item.partition(":")
-        if not sep or "=" not in assignment:
-            raise RecipeError(f"--set {item!r}: expected RUN:KEY=VALUE")
-        overrides.setdefault(run, []).append(assignment)
+    overrides = _run_overrides(override)
     config = ToyRecipeConfig(
         out=str(out),
         configs=str(configs),
@@ -74,8 +72,58 @@ def toyworld(
         train_num=train_num,
         val_num=val_num,
         test_num=test_num,
-        judge_num=judge_num,
+        bases=str(bases),
         overrides=overrides,
     )
     results = run_toyworld(config, console)
     console.print(results.read_text(), markup=False, highlight=False)
+
+
+@reproduce_app.command("toybases")
+def toybases(
+    out: Annotated[Path, typer.Option(help="Output directory (rerun to resume).")] = Path(
+        _BASE_DEFAULTS.out
+    ),
+    configs: Annotated[
+        Path, typer.Option(help="Directory of the base stage configs.")
+    ] = DEFAULT_CONFIGS,
+    override: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            help="RUN:KEY=VALUE override of one run's config (runs: embedder, reasoner, "
+            "renderer_vae, renderer_t2v), e.g. --set reasoner:train.steps=100 (repeat).",
+        ),
+    ] = None,
+    train_num: Annotated[int, typer.Option(help="Training clips.")] = _BASE_DEFAULTS.train_num,
+    threads: Annotated[
+        int | None, typer.Option(help="torch threads (default: torch's choice).")
+    ] = None,
+) -> None:
+    """Train the toy world's foundation models from random weights: a reasoner that
+    perceives toy clips, a renderer that draws them from text, and the judge embedder;
+    writes OUT/base, the directory `vans reproduce toyworld --bases` starts from (the
+    package ships one)."""
+    quiet_model_libraries()
+    import torch
+
+    from vans.recipes.toybases import run_toybases
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    config = ToyBasesConfig(
+        out=str(out), configs=str(configs), train_num=train_num, overrides=_run_overrides(override)
+    )
+    base = run_toybases(config, console)
+    console.print(f"toy bases: {base}")
+
+
+def _run_overrides(items: list[str] | None) -> dict[str, list[str]]:
+    """--set RUN:KEY=VALUE options, grouped by run."""
+    overrides: dict[str, list[str]] = {}
+    for item in items or []:
+        run, sep, assignment = item.partition(":")
+        if not sep or "=" not in assignment:
+            raise RecipeError(f"--set {item!r}: expected RUN:KEY=VALUE")
+        overrides.setdefault(run, []).append(assignment)
+    return overrides

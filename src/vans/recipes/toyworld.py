@@ -1,19 +1,23 @@
 """`vans reproduce toyworld`: the whole VANS method, in miniature, on the toy world.
 
-From nothing to the paper's Table 2 on a CPU:
+From the toy foundation models to the paper's Table 2 on a CPU:
 
-1. data: train / val / test / judge toy sets. Train and val never show the held-out
-   colour-shape pairs; in the test split the answer's object always is one (held-out
-   compositions). The judge set (all compositions, its own seed) trains the embedder that
-   stands in for CLIP: the CLIP-V / CLIP-T / FVD-toy judge and the RL stages' reward model.
-2. a toy-preset checkpoint (`init_tiny`), the embedder, the toy VAE (the real Wan VAE comes
-   pretrained), SFT of the reasoner, SFT of the renderer with reference frames (VANS) and
-   without them (the cascade baseline's text-only renderer, the "Qwen-Wan" analogue);
+0. the bases (`vans reproduce toybases`, shipped as `vans.assets.TOYWORLD_BASE`): a
+   reasoner that perceives toy clips, a renderer that draws them from text, and the judge
+   embedder that stands in for CLIP (metrics and the RL stages' rewards). They play the
+   parts of Qwen2.5-VL-3B, Wan2.1-1.3B and CLIP ViT-B/32: VANS adapts them, never remakes
+   them;
+1. data: train / val / two test toy sets. Train and val never show the held-out
+   colour-shape pairs; "test" draws new scenes of the compositions training shows, and in
+   "test_heldout" every answer's object is a held-out pair;
+2. SFT of the reasoner (LoRA, as the paper), SFT of the renderer with reference frames
+   (VANS) and without them (the cascade baseline's text-only renderer, "Qwen-Wan");
 3. Joint-GRPO Stage 1 then Stage 2 from the SFT model, once per seed;
-4. evaluation of every variant on the test split (greedy captions, per-sample video seeds), the
-   results table (RL rows: mean ± std over the seeds), reward curves, GIF strips, and a
-   release directory: the seed-0 Joint-GRPO checkpoint with its table and the ROUGE-L it
-   scores on the test split (what the shipped checkpoint's test checks).
+4. evaluation of every variant on both test splits (greedy captions, per-sample video
+   seeds; the toy world's truth metric beside the paper's), the results tables (RL rows:
+   mean ± std over the seeds), reward curves, GIF strips, and a release directory: the
+   seed-0 Joint-GRPO checkpoint with its tables and the ROUGE-L it scores on the test split
+   (what the shipped checkpoint's test checks).
 
 Every step is skipped when its output exists and every training stage resumes from its
 checkpoints, so an interrupted run continues where it stopped. The stage configs are the
@@ -37,6 +41,7 @@ from typing import Any
 import torch
 from rich.console import Console
 
+from vans.assets import TOYWORLD_BASE
 from vans.data.manifest import load_manifest
 from vans.data.preview import sample_answer_strip
 from vans.data.schema import VNEPSample
@@ -53,16 +58,9 @@ from vans.evaluation.runner import (
 )
 from vans.evaluation.text_metrics import DEFAULT_ROUGE_VARIANT, rouge_l
 from vans.io import atomic_dir, write_json, write_text
-from vans.models.checkpoint import (
-    SETTINGS_FILE,
-    VANSSettings,
-    init_tiny,
-    load_settings,
-    write_settings,
-)
+from vans.models.checkpoint import SETTINGS_FILE, VANSSettings, load_settings, write_settings
 from vans.models.pipeline import VANSPipeline
-from vans.training.config import load_config
-from vans.training.embedder import EmbedderTrainConfig, train_embedder
+from vans.recipes.toybases import EMBEDDER_DIR
 from vans.training.loop import FINAL_DIR
 from vans.training.stages import run_stage
 
@@ -76,6 +74,10 @@ RELEASE_DIR = "release"
 RELEASE_FILE = "release.json"
 
 RL_STAGES = ("joint_grpo_stage1", "joint_grpo_stage2")
+JOINT_GRPO = "VANS (Joint-GRPO)"
+"""The variant the release is taken from."""
+ABLATION_RUN = "joint_grpo_stage2_no_rc2"
+"""Stage 2 without r_c2 (the paper's ablation), run for the first seed."""
 
 
 class RecipeError(VansError):
@@ -89,26 +91,28 @@ class ToyRecipeConfig:
     out: str = "runs/reproduce"
     """Output directory: data, runs, evaluations, figures, strips, the table, the release."""
     configs: str = str(DEFAULT_CONFIGS)
-    """Directory of the stage configs (vae.yaml, sft_vlm.yaml, sft_vdm.yaml,
-    joint_grpo_stage1.yaml, joint_grpo_stage2.yaml)."""
+    """Directory of the stage configs (sft_vlm.yaml, sft_vdm.yaml, joint_grpo_stage1.yaml,
+    joint_grpo_stage2.yaml)."""
     seeds: tuple[int, ...] = (0, 1, 2)
     """Seeds of the RL stages (each seed: Stage 1, then Stage 2 from it). The first seed's
     Joint-GRPO model is the release, chosen before any test number exists."""
+    bases: str = str(TOYWORLD_BASE)
+    """The toy foundation models to start from (`vans reproduce toybases`'s base/: the
+    reasoner and renderer bases and the judge embedder); default: the shipped ones."""
     held_out: tuple[str, ...] = HELD_OUT
     train_num: int = 400
     val_num: int = 64
     """Held-out samples the training stages report eval losses and rewards on."""
     test_num: int = 64
-    judge_num: int = 2000
-    """Samples the judge embedder trains on (a separate set the models never see)."""
+    """Samples of each test split (in-distribution and held-out compositions)."""
     overrides: dict[str, list[str]] = field(default_factory=dict)
-    """Extra KEY=VALUE overrides per run: keys embedder (an `EmbedderTrainConfig`), vae,
-    sft_vlm, sft_vdm, sft_vdm_text_only, joint_grpo_stage1, joint_grpo_stage2."""
+    """Extra KEY=VALUE overrides per run: keys sft_vlm, sft_vdm, sft_vdm_text_only,
+    joint_grpo_stage1, joint_grpo_stage2."""
     strips: int = 6
     """Test samples shown as GIF strips (input | ground truth | each variant)."""
 
     def check(self) -> None:
-        known = {"embedder", "vae", "sft_vlm", "sft_vdm", "sft_vdm_text_only", *RL_STAGES}
+        known = {"sft_vlm", "sft_vdm", "sft_vdm_text_only", *RL_STAGES}
         unknown = sorted(set(self.overrides) - known)
         if unknown:
             raise RecipeError(f"overrides for unknown runs {unknown}; known: {sorted(known)}")
@@ -116,7 +120,7 @@ class ToyRecipeConfig:
             raise RecipeError("seeds: at least one seed is needed")
         missing = [
             f
-            for f in ("vae", "sft_vlm", "sft_vdm", *RL_STAGES)
+            for f in ("sft_vlm", "sft_vdm", *RL_STAGES)
             if not (Path(self.configs) / f"{f}.yaml").is_file()
         ]
         if missing:
@@ -124,24 +128,35 @@ class ToyRecipeConfig:
                 f"{self.configs}: missing stage configs {[m + '.yaml' for m in missing]} "
                 "(pass --configs, the configs/toy/ directory of a source checkout)"
             )
+        bases = Path(self.bases)
+        if not (bases / SETTINGS_FILE).is_file() or not (bases / EMBEDDER_DIR).is_dir():
+            raise RecipeError(
+                f"{bases}: not a toy base directory (vans.yaml, vlm/, vdm/, {EMBEDDER_DIR}/); "
+                "pass --bases the base/ of `vans reproduce toybases`"
+            )
+
+
+TEST_SPLITS = {"test": "in-distribution compositions", "test_heldout": "held-out compositions"}
+"""The two test splits and what they test."""
 
 
 def data_splits(config: ToyRecipeConfig) -> dict[str, ToyWorldConfig]:
-    """The recipe's toy sets; the test split holds out compositions (see the module doc)."""
+    """The recipe's toy sets (see the module doc): train and val never show the held-out
+    colour-shape pairs; "test" is drawn like them (new scenes of seen compositions);
+    every answer of "test_heldout" shows a held-out pair."""
     held = tuple(config.held_out)
     return {
         "train": ToyWorldConfig(num=config.train_num, seed=0, held_out=held),
         "val": ToyWorldConfig(num=config.val_num, seed=1, held_out=held),
-        "test": ToyWorldConfig(
-            num=config.test_num, seed=2, held_out=held, held_out_mode="only", multi_future=0.5
+        "test": ToyWorldConfig(num=config.test_num, seed=2, held_out=held, multi_future=0.5),
+        "test_heldout": ToyWorldConfig(
+            num=config.test_num, seed=4, held_out=held, held_out_mode="only", multi_future=0.5
         ),
-        "judge": ToyWorldConfig(num=config.judge_num, seed=3),
     }
 
 
 EVAL_MAX_NEW_TOKENS = 128
-"""Room for the whole answer: the toy checkpoints sample at most 48 tokens in training,
-which often cuts a caption short after a long [Think]; the evaluation should not."""
+"""Room for the whole answer (a toy answer is ~70 tokens), as in training (`TOY_SETTINGS`)."""
 
 
 def evaluation_settings(settings: VANSSettings) -> VANSSettings:
@@ -183,9 +198,9 @@ class _Recipe:
         self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - start
         write_json(self.timings_file, self.timings)
 
-    def eval_dir(self, checkpoint: Path) -> Path:
-        """out/eval/seed0-joint_grpo_stage1 for out/seed0/joint_grpo_stage1/final."""
-        return self.out / "eval" / "-".join(checkpoint.relative_to(self.out).parts[:-1])
+    def eval_dir(self, checkpoint: Path, split: str) -> Path:
+        """out/eval/<split>/seed0-joint_grpo_stage1 for out/seed0/joint_grpo_stage1/final."""
+        return self.out / "eval" / split / "-".join(checkpoint.relative_to(self.out).parts[:-1])
 
     def manifest(self, split: str) -> Path:
         return self.out / "data" / split / "manifest.jsonl"
@@ -196,37 +211,31 @@ class _Recipe:
                 with self.step(f"data/{split}"):
                     write_toyworld(toy, self.out / "data" / split)
 
-    def prepare_models(self) -> None:
-        if not (self.out / "init" / SETTINGS_FILE).is_file():
-            with self.step("init"):
-                init_tiny(self.out / "init", preset="toy")
-        embedder = self.out / "embedder"
-        if not embedder.is_dir():
-            with self.step("embedder"):
-                config = load_config(
-                    EmbedderTrainConfig,
-                    None,
-                    [
-                        f"data_dir={self.out / 'data' / 'judge'}",
-                        f"out_dir={embedder}",
-                        *self.config.overrides.get("embedder", []),
-                    ],
-                )
-                result = train_embedder(config)
-                self.console.print(
-                    f"judge embedder: held-out caption retrieval video->text "
-                    f"{result.video_to_text:.1%} (untrained {result.untrained_video_to_text:.1%})"
-                )
+    @property
+    def bases(self) -> Path:
+        return Path(self.config.bases)
+
+    @property
+    def embedder(self) -> Path:
+        """The judge: the bases' toy embedder, standing in for CLIP (metrics and rewards)."""
+        return self.bases / EMBEDDER_DIR
 
     def train(
-        self, stage: str, config_file: str, run: str, start: Path, extra: list[str] = ()
+        self,
+        stage: str,
+        config_file: str,
+        run: str,
+        start: Path,
+        extra: list[str] = (),
+        overrides_of: str | None = None,
     ) -> Path:
-        """Train one stage from `start` into out/<run>, unless it has finished already."""
+        """Train one stage from `start` into out/<run>, unless it has finished already; the
+        recipe's overrides of run `overrides_of` (default: the run's own name) apply."""
         run_dir = self.out / run
         final = run_dir / FINAL_DIR
         if (final / SETTINGS_FILE).is_file():
             return final
-        key = run.split("/")[-1]
+        key = overrides_of or run.split("/")[-1]
         overrides = [
             f"checkpoint={start}",
             f"train_manifest={self.manifest('train')}",
@@ -236,7 +245,7 @@ class _Recipe:
             *self.config.overrides.get(key, []),
         ]
         if stage.startswith("joint-grpo"):
-            overrides.append(f"embedder={self.out / 'embedder'}")
+            overrides.append(f"embedder={self.embedder}")
         with self.step(run):
             run_stage(
                 stage,
@@ -248,8 +257,7 @@ class _Recipe:
         return final
 
     def train_all(self) -> list[Variant]:
-        vae = self.train("vae", "vae", "vae", self.out / "init")
-        sft_vlm = self.train("sft-vlm", "sft_vlm", "sft_vlm", vae)
+        sft_vlm = self.train("sft-vlm", "sft_vlm", "sft_vlm", self.bases)
         sft = self.train("sft-vdm", "sft_vdm", "sft_vdm", sft_vlm)
         cascade = self.train(
             "sft-vdm", "sft_vdm", "sft_vdm_text_only", sft_vlm, ["num_reference_frames=0"]
@@ -273,36 +281,48 @@ class _Recipe:
                     [f"train.seed={seed}"],
                 )
             )
+        # The paper's ablation: Stage 2 without r_c2 (the first seed), where static videos
+        # can win r_v2 (watch video/frame_diff).
+        first = self.config.seeds[0]
+        no_rc2 = self.train(
+            "joint-grpo-2",
+            "joint_grpo_stage2",
+            f"seed{first}/{ABLATION_RUN}",
+            stage1[0],
+            [f"train.seed={first}", "grpo.reward_weights.r_c2=0"],
+            overrides_of="joint_grpo_stage2",
+        )
         return [
             Variant("Cascade (SFT VLM + text-only VDM)", "cascade", [cascade]),
             Variant("VANS (SFT)", "SFT", [sft]),
             Variant("VANS (Stage 1 only)", "stage 1", stage1),
-            Variant("VANS (Joint-GRPO)", "J-GRPO", stage2),
+            Variant(JOINT_GRPO, "J-GRPO", stage2),
+            Variant("VANS (Joint-GRPO, Stage 2 without r_c2)", "no r_c2", [no_rc2]),
         ]
 
-    def evaluate(self, variants: list[Variant]) -> list[list[EvalResult]]:
-        samples = load_manifest(self.manifest("test"))
-        embedder_dir = self.out / "embedder"
-        judge = load_embedder(embedder_dir)
+    def evaluate(self, variants: list[Variant], split: str) -> list[list[EvalResult]]:
+        """Every variant's results on one test split (one result per checkpoint)."""
+        samples = load_manifest(self.manifest(split))
+        judge = load_embedder(self.embedder)
         table = []
         for variant in variants:
             results = []
             for checkpoint in variant.checkpoints:
-                folder = self.eval_dir(checkpoint)
+                folder = self.eval_dir(checkpoint, split)
                 pipeline = VANSPipeline.from_checkpoint(checkpoint)
                 pipeline.settings = evaluation_settings(pipeline.settings)
-                with self.step(f"eval/{folder.name}"):
+                with self.step(f"eval/{split}/{folder.name}"):
                     result = evaluate(
                         samples,
                         PipelinePredictor(pipeline, seed=0),
                         folder,
-                        EvalSettings(source=str(checkpoint), embedder=str(embedder_dir)),
+                        EvalSettings(source=str(checkpoint), embedder=str(self.embedder)),
                         embedder=judge,
                         name=variant.name,
                     )
                 if result.num_failed:
                     raise RecipeError(
-                        f"{result.num_failed} test samples failed for {checkpoint}; see "
+                        f"{result.num_failed} {split} samples failed for {checkpoint}; see "
                         f"{folder / 'failures.jsonl'}"
                     )
                 results.append(result)
@@ -316,18 +336,33 @@ class _Recipe:
             "joint_grpo_stage2": ["reward/r_v2", "reward/r_c2", "video/frame_diff", "kl"],
         }
         for stage, keys in panels.items():
-            runs = {s: self.out / f"seed{s}" / stage / "metrics.jsonl" for s in self.config.seeds}
+            runs = {
+                f"seed {s}": self.out / f"seed{s}" / stage / "metrics.jsonl"
+                for s in self.config.seeds
+            }
             plot_seed_curves(runs, keys, self.out / "figures" / f"{stage}.png", stage)
+        first = self.out / f"seed{self.config.seeds[0]}"
+        plot_seed_curves(
+            {
+                "with r_c2": first / "joint_grpo_stage2" / "metrics.jsonl",
+                "without r_c2": first / ABLATION_RUN / "metrics.jsonl",
+            },
+            ["reward/r_v2", "reward/r_c2", "video/frame_diff", "eval_video/frame_diff"],
+            self.out / "figures" / f"{ABLATION_RUN}.png",
+            "Stage 2 with and without r_c2 (static-video hacking shows as frame_diff -> 0)",
+        )
 
-    def strips(self, variants: list[Variant]) -> None:
-        samples = load_manifest(self.manifest("test"))[: self.config.strips]
+    def strips(self, variants: list[Variant], split: str = "test") -> None:
+        samples = load_manifest(self.manifest(split))[: self.config.strips]
         settings = load_settings(variants[0].checkpoints[0])
         size = (settings.height, settings.width)
         labels = ["input", "truth", *[v.short for v in variants]]
         rows = []
         for sample in samples:
             answers = [
-                read_video(sample_folder(self.eval_dir(v.checkpoints[0]), sample.id) / "answer.mp4")
+                read_video(
+                    sample_folder(self.eval_dir(v.checkpoints[0], split), sample.id) / "answer.mp4"
+                )
                 for v in variants
             ]
             strip = sample_answer_strip(sample, [a.frames for a in answers], labels, size)
@@ -335,12 +370,16 @@ class _Recipe:
             rows.append(strip)
         write_gif(self.out / "strips" / "grid.gif", torch.cat(rows, dim=1), settings.output_fps)
 
-    def release(self, variants: list[Variant], table: list[list[EvalResult]], text: str) -> Path:
-        """The first seed's Joint-GRPO checkpoint (greedy captions) with the table it belongs
-        to and the resolved config of every run that made it (training/<run>.yaml)."""
-        checkpoint, result = variants[-1].checkpoints[0], table[-1][0]
+    def release(
+        self, variants: list[Variant], tables: dict[str, list[list[EvalResult]]], text: str
+    ) -> Path:
+        """The first seed's Joint-GRPO checkpoint (greedy captions) with the tables it
+        belongs to and the resolved config of every run that made it (training/<run>.yaml;
+        the bases' own under training/base-*.yaml)."""
+        joint = next(v for v in variants if v.name == JOINT_GRPO)
+        checkpoint = joint.checkpoints[0]
         seed = self.config.seeds[0]
-        lineage = ["vae", "sft_vlm", "sft_vdm", *(f"seed{seed}/{stage}" for stage in RL_STAGES)]
+        lineage = ["sft_vlm", "sft_vdm", *(f"seed{seed}/{stage}" for stage in RL_STAGES)]
         target = self.out / RELEASE_DIR
         with atomic_dir(target) as tmp:
             shutil.copytree(checkpoint, tmp, dirs_exist_ok=True)
@@ -348,14 +387,18 @@ class _Recipe:
             for run in lineage:
                 name = run.replace("/", "-")
                 shutil.copy(self.out / run / "config.yaml", tmp / "training" / f"{name}.yaml")
+            for config in sorted((self.bases / "training").glob("*.yaml")):
+                shutil.copy(config, tmp / "training" / f"base-{config.name}")
             write_settings(tmp, evaluation_settings(load_settings(checkpoint)))
             (tmp / "results.md").write_text(text)
+            splits = data_splits(self.config)
             info = {
-                "model": f"{result.name}, seed {seed}",
-                "test_split": data_splits(self.config)["test"].to_dict(),
-                "rouge_l": result.metrics["rouge_l"],
+                "model": f"{joint.name}, seed {seed}",
+                "test_split": splits["test"].to_dict(),
+                "rouge_l": tables["test"][variants.index(joint)][0].metrics["rouge_l"],
                 "rouge_l_variant": DEFAULT_ROUGE_VARIANT,
-                "metrics": result.metrics,
+                "metrics": {split: tables[split][-1][0].metrics for split in TEST_SPLITS},
+                "test_splits": {split: splits[split].to_dict() for split in TEST_SPLITS},
                 "recipe": _jsonable(asdict(self.config)),
             }
             (tmp / RELEASE_FILE).write_text(json.dumps(info, indent=2) + "\n")
@@ -368,18 +411,20 @@ def run_toyworld(config: ToyRecipeConfig, console: Console | None = None) -> Pat
     recipe = _Recipe(config, console or Console())
     start = time.perf_counter()
     recipe.data()
-    recipe.prepare_models()
     variants = recipe.train_all()
-    table = recipe.evaluate(variants)
+    tables = {split: recipe.evaluate(variants, split) for split in TEST_SPLITS}
     recipe.figures()
     recipe.strips(variants)
-    text = results_text(table, config, recipe.timings)
+    text = results_text(tables, config, recipe.timings)
     write_text(recipe.out / "results.md", text)
     write_json(
         recipe.out / "results.json",
-        [[_jsonable(asdict(r)) for r in results] for results in table],
+        {
+            split: [[_jsonable(asdict(r)) for r in results] for results in table]
+            for split, table in tables.items()
+        },
     )
-    recipe.release(variants, table, text)
+    recipe.release(variants, tables, text)
     recipe.console.print(
         f"recipe done in {time.perf_counter() - start:.0f} s (this call); "
         f"{recipe.out / 'results.md'}"
@@ -388,37 +433,40 @@ def run_toyworld(config: ToyRecipeConfig, console: Console | None = None) -> Pat
 
 
 def results_text(
-    table: list[list[EvalResult]], config: ToyRecipeConfig, timings: dict[str, float]
+    tables: dict[str, list[list[EvalResult]]], config: ToyRecipeConfig, timings: dict[str, float]
 ) -> str:
     from vans.evaluation.report import results_markdown
 
     minutes = sum(timings.values()) / 60
-    header = (
+    text = (
         "# VANS in miniature: the toy world\n\n"
-        f"Test split: {config.test_num} samples whose answer shows a held-out colour-shape "
-        f"pair ({', '.join(config.held_out)}); captions are greedy (up to "
-        f"{EVAL_MAX_NEW_TOKENS} tokens), videos use each sample's own seed. RL rows: "
-        f"mean ± std over seeds {list(config.seeds)}. Judge: a toy embedder trained on "
-        f"{config.judge_num} separate samples. Total compute of the recipe's steps: "
-        f"{minutes:.1f} min.\n\n"
+        f"From the toy bases ({config.bases}). Two test splits of {config.test_num} samples: "
+        f"in-distribution compositions, and held-out ones (every answer shows one of "
+        f"{', '.join(config.held_out)}, which no training sample shows). Captions are greedy "
+        f"(up to {EVAL_MAX_NEW_TOKENS} tokens), videos use each sample's own seed. RL rows: "
+        f"mean ± std over seeds {list(config.seeds)}. Judge: the bases' toy embedder. "
+        f"Total compute of the recipe's steps: {minutes:.1f} min.\n\n"
     )
-    return header + results_markdown(table)
+    for split, what in TEST_SPLITS.items():
+        text += f"## {split}: {what}\n\n" + results_markdown(tables[split]) + "\n"
+    return text
 
 
-def plot_seed_curves(runs: dict[int, Path], keys: list[str], out: Path, title: str) -> None:
-    """One panel per metric key, one line per seed (training rows of metrics.jsonl)."""
+def plot_seed_curves(runs: dict[str, Path], keys: list[str], out: Path, title: str) -> None:
+    """One panel per metric key, one line per labelled run (rows of metrics.jsonl that
+    have the key)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.2))
-    for seed, file in runs.items():
+    for label, file in runs.items():
         rows = [json.loads(line) for line in file.read_text().splitlines() if line.strip()]
         for ax, key in zip(axes, keys, strict=True):
             points = [(r["step"], r[key]) for r in rows if key in r]
             if points:
-                ax.plot(*zip(*points, strict=True), label=f"seed {seed}", lw=1)
+                ax.plot(*zip(*points, strict=True), label=label, lw=1)
     for ax, key in zip(axes, keys, strict=True):
         ax.set_title(key)
         ax.set_xlabel("step")

@@ -1,0 +1,222 @@
+"""`vans reproduce toybases`: the toy world's foundation models, from nothing.
+
+VANS adapts models that were pretrained elsewhere: Qwen2.5-VL-3B (it sees), Wan2.1-1.3B
+(it draws) and CLIP ViT-B/32 (the judge of CLIP-V / CLIP-T and the video rewards). The
+toy world has no such models, so this recipe makes their analogues, each trained from
+random weights on toy clips that show every colour-shape composition (as a foundation
+model has seen everything), and never on a next-event answer:
+
+- the **reasoner base** (`vans train base-reasoner`): every parameter of the real
+  Qwen2.5-VL class learns to perceive toy clips (objects, motion, positions, the rule);
+- the **renderer base**: the Wan2.1 VAE as an autoencoder of toy clips that keeps their
+  colours (`vans train vae`), then the DiT (with its umT5 text encoder) as a text-to-video
+  model of described toy clips;
+- the **judge**: the toy video-text embedder that stands in for CLIP.
+
+They are assembled into one VANS checkpoint directory, `base/` (vans.yaml, vlm/, vdm/,
+embedder/, training/<run>.yaml with every resolved config, base.json with the figures the
+bases were accepted on). `vans reproduce toyworld` starts from it; the package ships it as
+`vans.assets.TOYWORLD_BASE`. Every step is skipped when its output exists and every stage
+resumes, so an interrupted run continues.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from vans.data.toyworld import ToyWorldConfig, write_toyworld
+from vans.errors import VansError
+from vans.io import atomic_dir, write_json
+from vans.models.checkpoint import SETTINGS_FILE, init_tiny
+from vans.training.config import load_config
+from vans.training.embedder import EmbedderTrainConfig, train_embedder
+from vans.training.loop import FINAL_DIR
+from vans.training.stages import run_stage
+
+DEFAULT_CONFIGS = Path(__file__).resolve().parents[3] / "configs" / "toy"
+BASE_DIR = "base"
+BASE_FILE = "base.json"
+EMBEDDER_DIR = "embedder"
+"""Where a base checkpoint keeps its judge (the toy CLIP)."""
+
+RUNS: dict[str, tuple[str, str]] = {
+    "reasoner": ("base-reasoner", "base_reasoner"),
+    "renderer_vae": ("vae", "base_renderer_vae"),
+    "renderer_t2v": ("sft-vdm", "base_renderer_t2v"),
+}
+"""Run name -> (stage, config file in the configs directory), in training order; each
+starts from the previous renderer run (the reasoner from the init checkpoint)."""
+
+
+class BasesError(VansError):
+    """A bases recipe that cannot run as asked."""
+
+
+@dataclass
+class ToyBasesConfig:
+    """What `vans reproduce toybases` runs; the defaults made the shipped bases."""
+
+    out: str = "runs/toybases"
+    configs: str = str(DEFAULT_CONFIGS)
+    """Directory of base_reasoner.yaml, base_renderer_vae.yaml, base_renderer_t2v.yaml."""
+    train_num: int = 4000
+    """Toy clips the bases train on (one per scene; every composition)."""
+    val_num: int = 200
+    judge_num: int = 2000
+    """Samples the judge embedder trains on."""
+    preset: str = "toy"
+    """`init_tiny` preset of the random models the bases start from ("tiny": tests)."""
+    overrides: dict[str, list[str]] = field(default_factory=dict)
+    """KEY=VALUE overrides per run: embedder, reasoner, renderer_vae, renderer_t2v."""
+
+    def check(self) -> None:
+        known = {"embedder", *RUNS}
+        unknown = sorted(set(self.overrides) - known)
+        if unknown:
+            raise BasesError(f"overrides for unknown runs {unknown}; known: {sorted(known)}")
+        missing = [
+            f"{config}.yaml"
+            for _, config in RUNS.values()
+            if not (Path(self.configs) / f"{config}.yaml").is_file()
+        ]
+        if missing:
+            raise BasesError(
+                f"{self.configs}: missing stage configs {missing} (pass --configs, the "
+                "configs/toy/ directory of a source checkout)"
+            )
+
+
+def base_splits(config: ToyBasesConfig) -> dict[str, ToyWorldConfig]:
+    """The bases' toy sets: seeds apart from every set of `vans reproduce toyworld`."""
+    return {
+        "train": ToyWorldConfig(num=config.train_num, seed=10, multi_future=0.0),
+        "val": ToyWorldConfig(num=config.val_num, seed=11, multi_future=0.0),
+        "judge": ToyWorldConfig(num=config.judge_num, seed=3),
+    }
+
+
+class _Bases:
+    def __init__(self, config: ToyBasesConfig, console: Console) -> None:
+        self.config = config
+        self.console = console
+        self.out = Path(config.out)
+        self.timings_file = self.out / "timings.json"
+        self.timings: dict[str, float] = (
+            json.loads(self.timings_file.read_text()) if self.timings_file.is_file() else {}
+        )
+
+    @contextmanager
+    def step(self, name: str) -> Iterator[None]:
+        self.console.rule(name)
+        start = time.perf_counter()
+        yield
+        self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - start
+        write_json(self.timings_file, self.timings)
+
+    def manifest(self, split: str) -> Path:
+        return self.out / "data" / split / "manifest.jsonl"
+
+    def data(self) -> None:
+        for split, toy in base_splits(self.config).items():
+            if not self.manifest(split).is_file():
+                with self.step(f"data/{split}"):
+                    write_toyworld(toy, self.out / "data" / split)
+
+    def embedder(self) -> Path:
+        out = self.out / EMBEDDER_DIR
+        if not out.is_dir():
+            with self.step("embedder"):
+                config = load_config(
+                    EmbedderTrainConfig,
+                    None,
+                    [
+                        f"data_dir={self.out / 'data' / 'judge'}",
+                        f"out_dir={out}",
+                        *self.config.overrides.get("embedder", []),
+                    ],
+                )
+                train_embedder(config)
+        return out
+
+    def train(self, run: str, start: Path) -> Path:
+        stage, config_file = RUNS[run]
+        final = self.out / run / FINAL_DIR
+        if (final / SETTINGS_FILE).is_file():
+            return final
+        overrides = [
+            f"checkpoint={start}",
+            f"train_manifest={self.manifest('train')}",
+            f"eval_manifest={self.manifest('val')}",
+            f"train.out_dir={self.out / run}",
+            *self.config.overrides.get(run, []),
+        ]
+        with self.step(run):
+            run_stage(
+                stage,
+                Path(self.config.configs) / f"{config_file}.yaml",
+                overrides,
+                resume=True,
+                console=self.console,
+            )
+        return final
+
+    def assemble(self, reasoner: Path, renderer: Path, embedder: Path) -> Path:
+        """One checkpoint: the reasoner base's vlm/, the renderer base's vdm/ and settings,
+        the judge, every run's resolved config and the figures the bases reached."""
+        target = self.out / BASE_DIR
+        with atomic_dir(target) as tmp:
+            shutil.copy(renderer / SETTINGS_FILE, tmp / SETTINGS_FILE)
+            shutil.copytree(reasoner / "vlm", tmp / "vlm")
+            shutil.copytree(renderer / "vdm", tmp / "vdm")
+            shutil.copytree(embedder, tmp / EMBEDDER_DIR)
+            (tmp / "training").mkdir()
+            for run in RUNS:
+                shutil.copy(self.out / run / "config.yaml", tmp / "training" / f"{run}.yaml")
+            info = {
+                "figures": {run: final_eval(self.out / run / "metrics.jsonl") for run in RUNS},
+                "timings_s": {k: round(v, 1) for k, v in self.timings.items()},
+                "recipe": json.loads(json.dumps(asdict(self.config), default=str)),
+            }
+            (tmp / BASE_FILE).write_text(json.dumps(info, indent=2) + "\n")
+        return target
+
+
+def final_eval(metrics: Path) -> dict[str, float]:
+    """The last held-out figures (`eval_*`) a run logged."""
+    rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+    evaluated = [r for r in rows if any(k.startswith("eval_") for k in r)]
+    if not evaluated:
+        return {}
+    last = evaluated[-1]
+    return {"step": last["step"], **{k: v for k, v in last.items() if k.startswith("eval_")}}
+
+
+def run_toybases(config: ToyBasesConfig, console: Console | None = None) -> Path:
+    """Run the recipe (see the module docstring); return the assembled base directory."""
+    config.check()
+    bases = _Bases(config, console or Console())
+    bases.data()
+    init = bases.out / "init"
+    if not (init / SETTINGS_FILE).is_file():
+        with bases.step("init"):
+            init_tiny(init, preset=config.preset)
+    embedder = bases.embedder()
+    reasoner = bases.train("reasoner", init)
+    renderer = init
+    for run in ("renderer_vae", "renderer_t2v"):
+        renderer = bases.train(run, renderer)
+    return bases.assemble(reasoner, renderer, embedder)
+
+
+def base_info(base: Path) -> dict[str, Any]:
+    """base.json of a base directory."""
+    return json.loads((Path(base) / BASE_FILE).read_text())
