@@ -141,6 +141,15 @@ def main() -> None:
     parser.add_argument(
         "--heldout", type=Path, default=Path("runs/base_renderer/data/heldout/manifest.jsonl")
     )
+    parser.add_argument(
+        "--also",
+        type=Path,
+        action="append",
+        default=[],
+        help="another checkpoint for a column of its own, e.g. src/vans/assets/toyworld (the "
+        "toy preset's 14K-parameter VAE; its DiT draws with reference frames, so its T2V "
+        "figures are only indicative)",
+    )
     parser.add_argument("--clips", type=int, default=64, help="held-out samples for the VAE")
     parser.add_argument("--prompts", type=int, default=32, help="held-out descriptions for T2V")
     parser.add_argument("--steps", type=int, default=20, help="denoising steps of T2V samples")
@@ -166,7 +175,8 @@ def main() -> None:
     )
 
     rows = {}
-    for name, path in (("untrained", args.untrained), ("base", args.base)):
+    models = {"untrained": args.untrained, "base": args.base, **{p.name: p for p in args.also}}
+    for name, path in models.items():
         renderer, settings = load_renderer(path)
         began = time.perf_counter()
         figures = vae_figures(renderer, clips)
