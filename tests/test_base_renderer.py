@@ -13,7 +13,6 @@ from vans.data.manifest import load_manifest
 from vans.data.toyworld import ToyWorldConfig, write_toyworld
 from vans.models.checkpoint import RENDERER_PRESETS, load_checkpoint, load_settings
 from vans.models.vdm import Renderer
-from vans.training.base_renderer import build_renderer_base
 from vans.training.config import ConfigError, TrainConfig
 from vans.training.loop import train
 from vans.training.sft_vdm import SFTVDMConfig, build_sft_vdm_task
@@ -186,19 +185,3 @@ def test_longest_padding_gives_the_pipelines_embeddings(tiny_checkpoint):
         short = renderer.prompt_embeddings(prompts, longest=True)
     assert short.shape == exact.shape == (2, 512, renderer.text_encoder.config.d_model)
     torch.testing.assert_close(short, exact, atol=1e-5, rtol=1e-5)
-
-
-def test_the_base_is_built_by_one_resumable_command(tiny_checkpoint, toy_manifest, tmp_path):
-    common = [f"train_manifest={toy_manifest}", f"eval_manifest={toy_manifest}"]
-    common += ["num_frames=5", "height=32", "width=32", "train.steps=1", "train.eval_every=0"]
-    vae = [*common, f"checkpoint={tiny_checkpoint}", f"train.out_dir={tmp_path / 'vae'}"]
-    vae += ["stats_clips=2", "train.batch_size=2"]
-    t2v = [*common, f"checkpoint={tmp_path / 'vae' / 'final'}", f"train.out_dir={tmp_path / 't2v'}"]
-    t2v += ["train.batch_size=2"]
-    final = build_renderer_base(vae_overrides=vae, t2v_overrides=t2v)
-    assert final == tmp_path / "t2v" / "final"
-    assert load_settings(final).num_reference_frames == 0
-    metrics = (tmp_path / "t2v" / "metrics.jsonl").read_text()
-    # A second call finds both stages finished and trains nothing.
-    assert build_renderer_base(vae_overrides=vae, t2v_overrides=t2v) == final
-    assert (tmp_path / "t2v" / "metrics.jsonl").read_text() == metrics

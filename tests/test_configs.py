@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from vans.training.base_reasoner import BaseReasonerConfig
 from vans.training.config import ConfigError, load_config
 from vans.training.joint_grpo_vdm import JointGRPOVDMConfig
 from vans.training.joint_grpo_vlm import JointGRPOVLMConfig
@@ -20,6 +21,9 @@ STAGES = {
     "vae": VAEConfig,
     "joint_grpo_stage1": JointGRPOVLMConfig,
     "joint_grpo_stage2": JointGRPOVDMConfig,
+    "base_reasoner": BaseReasonerConfig,
+    "base_renderer_vae": VAEConfig,
+    "base_renderer_t2v": SFTVDMConfig,
 }
 
 

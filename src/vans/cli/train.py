@@ -69,25 +69,6 @@ def base_reasoner(
     _run("base-reasoner", config, overrides, resume)
 
 
-@train_app.command("base-renderer")
-def base_renderer(
-    vae_config: Annotated[Path, typer.Option("--vae-config", help="VAE stage config.")] = Path(
-        "configs/toy/base_renderer_vae.yaml"
-    ),
-    t2v_config: Annotated[
-        Path, typer.Option("--t2v-config", help="Text-to-video stage config (sft-vdm).")
-    ] = Path("configs/toy/base_renderer_t2v.yaml"),
-) -> None:
-    """The toy renderer base from nothing: toy sets, a random "toy-base" checkpoint, its VAE
-    (vans train vae), then text-to-video pretraining of its DiT and text encoder (vans train
-    sft-vdm, clips: descriptions). Rerun to resume; finished steps are skipped."""
-    quiet_model_libraries()
-    from vans.training.base_renderer import build_renderer_base
-
-    final = build_renderer_base(vae_config, t2v_config, console=console)
-    console.print(f"renderer base: {final}")
-
-
 @train_app.command("joint-grpo")
 def joint_grpo(
     stage: Annotated[

@@ -73,8 +73,9 @@ class ToyBasesConfig:
     val_num: int = 200
     judge_num: int = 2000
     """Samples the judge embedder trains on."""
-    preset: str = "toy"
-    """`init_tiny` preset of the random models the bases start from ("tiny": tests)."""
+    preset: str = "toy-base"
+    """`init_tiny` preset of the random models the bases start from: the toy reasoner and
+    the renderer base's sizes (a 220K-parameter VAE); "tiny" for tests."""
     overrides: dict[str, list[str]] = field(default_factory=dict)
     """KEY=VALUE overrides per run: embedder, reasoner, renderer_vae, renderer_t2v."""
 
