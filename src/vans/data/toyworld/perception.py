@@ -194,6 +194,15 @@ def perception_questions(rng: np.random.Generator, extra: dict[str, Any]) -> lis
     objects = extra["objects"]
     out = [("Describe the video.", extra["description"])]
     if objects:
+        # Colour alone, without binding it to a shape: what a tower trained from scratch
+        # learns first (it memorises 24 clips' colours this way, not through "which circle").
+        colours = sorted({o["color"] for o in objects})
+        out.append(("Which colours are in the video?", f"{', '.join(colours)}.".capitalize()))
+        shapes = [o["shape"] for o in objects]
+        unique = [o for o in objects if shapes.count(o["shape"]) == 1]
+        if unique:
+            o = unique[int(rng.integers(len(unique)))]
+            out.append((f"What colour is the {o['shape']}?", f"{o['color']}.".capitalize()))
         names = [o["name"] for o in sorted(objects, key=lambda o: o["position"])]
         out.append(
             (
