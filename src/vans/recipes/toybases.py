@@ -24,9 +24,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,8 +32,9 @@ from rich.console import Console
 
 from vans.data.toyworld import ToyWorldConfig, write_toyworld
 from vans.errors import VansError
-from vans.io import atomic_dir, write_json
+from vans.io import atomic_dir
 from vans.models.checkpoint import SETTINGS_FILE, init_tiny
+from vans.recipes.steps import RecipeSteps
 from vans.training.config import load_config
 from vans.training.embedder import EmbedderTrainConfig, train_embedder
 from vans.training.loop import FINAL_DIR
@@ -110,18 +108,9 @@ class _Bases:
         self.config = config
         self.console = console
         self.out = Path(config.out)
-        self.timings_file = self.out / "timings.json"
-        self.timings: dict[str, float] = (
-            json.loads(self.timings_file.read_text()) if self.timings_file.is_file() else {}
-        )
-
-    @contextmanager
-    def step(self, name: str) -> Iterator[None]:
-        self.console.rule(name)
-        start = time.perf_counter()
-        yield
-        self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - start
-        write_json(self.timings_file, self.timings)
+        self.steps = RecipeSteps(self.out, console)
+        self.step = self.steps.step
+        self.timings = self.steps.timings
 
     def manifest(self, split: str) -> Path:
         return self.out / "data" / split / "manifest.jsonl"

@@ -32,8 +32,6 @@ import json
 import shutil
 import statistics
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,6 +58,7 @@ from vans.evaluation.text_metrics import DEFAULT_ROUGE_VARIANT, rouge_l
 from vans.io import atomic_dir, write_json, write_text
 from vans.models.checkpoint import SETTINGS_FILE, VANSSettings, load_settings, write_settings
 from vans.models.pipeline import VANSPipeline
+from vans.recipes.steps import RecipeSteps
 from vans.recipes.toybases import EMBEDDER_DIR
 from vans.training.loop import FINAL_DIR
 from vans.training.stages import run_stage
@@ -184,19 +183,9 @@ class _Recipe:
         self.console = console
         self.out = Path(config.out)
         self.configs = Path(config.configs)
-        self.timings_file = self.out / "timings.json"
-        self.timings: dict[str, float] = (
-            json.loads(self.timings_file.read_text()) if self.timings_file.is_file() else {}
-        )
-
-    @contextmanager
-    def step(self, name: str) -> Iterator[None]:
-        """Time a step (accumulated over resumed runs, in timings.json)."""
-        self.console.rule(name)
-        start = time.perf_counter()
-        yield
-        self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - start
-        write_json(self.timings_file, self.timings)
+        self.steps = RecipeSteps(self.out, console)
+        self.step = self.steps.step
+        self.timings = self.steps.timings
 
     def eval_dir(self, checkpoint: Path, split: str) -> Path:
         """out/eval/<split>/seed0-joint_grpo_stage1 for out/seed0/joint_grpo_stage1/final."""
