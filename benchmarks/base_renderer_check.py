@@ -10,67 +10,30 @@ on held-out toy clips, next to the untrained model it started from:
   colour rate (the colour is somewhere in the last frame) and the position rate (it is
   where the truth's last frame has the object).
 
-Colour check: `src/vans/evaluation/toy_truth.py` (its `colours_visible`) is not committed
-yet, so this script measures on its own, the same way: every pixel takes its nearest colour
-of the toy palette (object colours, background, floor, scenery) if it is within half the
-smallest distance between two palette colours; an object is visible when at least
-`MIN_PIXELS` of the last frame's pixels within `POSITION_TOLERANCE` of its position (in x and
-in y, canvas units) have its colour. The ground-truth clips themselves score the ceiling.
+The figures are `vans.evaluation.bases`' (what base.json records), here side by side with
+the untrained model and any other checkpoint; the ground-truth clips score the ceiling.
 
-Run: `python benchmarks/base_renderer_check.py` (defaults: runs/base_renderer/...). `--base`
-may also be a step-N checkpoint of the T2V run (checks a run that is still training).
+Run: `python benchmarks/base_renderer_check.py` (defaults: the paths of `vans reproduce
+toybases --out runs/toybases`). `--base` may also be a step-N checkpoint of the T2V run
+(checks a run that is still training).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import itertools
 import os
 import time
-from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import torch
 import yaml
 from safetensors.torch import load_file
 
-from vans.data.dataset import VideoViews, VNEPDataset
 from vans.data.manifest import load_manifest
-from vans.data.toyworld.render import BACKGROUND, COLORS, FLOOR, SCENERY
+from vans.evaluation.bases import renderer_clips, t2v_figures, vae_figures
 from vans.models.checkpoint import VANSSettings, load_settings
-from vans.models.vdm import Renderer, video_to_uint8, video_to_unit
-from vans.training.vae import psnr
-
-PALETTE = np.array([*COLORS.values(), BACKGROUND, FLOOR, SCENERY], dtype=np.float64)
-CUTOFF = 0.5 * min(float(np.linalg.norm(a - b)) for a, b in itertools.combinations(PALETTE, 2))
-POSITION_TOLERANCE = 0.12
-MIN_PIXELS = 3
-
-
-def colour_labels(frame: np.ndarray) -> np.ndarray:
-    """Palette index of every pixel of a uint8 (H, W, 3) frame; -1 beyond `CUTOFF`."""
-    distance = np.linalg.norm(frame[:, :, None, :].astype(np.float64) - PALETTE, axis=-1)
-    labels = distance.argmin(axis=-1)
-    return np.where(distance.min(axis=-1) <= CUTOFF, labels, -1)
-
-
-def visible(
-    frames: torch.Tensor, objects: Sequence[Mapping[str, Any]], tolerance: float
-) -> list[bool]:
-    """Whether each object's colour covers MIN_PIXELS of the last frame within `tolerance`."""
-    labels = colour_labels(frames[-1].numpy())
-    h, w = labels.shape
-    ys, xs = (np.arange(h)[:, None] + 0.5) / h, (np.arange(w)[None, :] + 0.5) / w
-    out = []
-    for o in objects:
-        x, y = o["position"]
-        near = (np.abs(xs - x) <= tolerance) & (np.abs(ys - y) <= tolerance)
-        colour = list(COLORS).index(o["color"])
-        out.append(bool(np.count_nonzero((labels == colour) & near) >= MIN_PIXELS))
-    return out
+from vans.models.vdm import Renderer
 
 
 def load_renderer(path: Path) -> tuple[Renderer, VANSSettings]:
@@ -91,55 +54,12 @@ def load_renderer(path: Path) -> tuple[Renderer, VANSSettings]:
     return renderer, dataclasses.replace(load_settings(start), num_reference_frames=0)
 
 
-def rate(values: list[bool]) -> float:
-    return 100 * sum(values) / max(1, len(values))
-
-
-def shapes_only(objects: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
-    return [o for o in objects if o["color"] in COLORS]
-
-
-@torch.no_grad()
-def vae_figures(renderer: Renderer, clips: list[tuple[torch.Tensor, list]]) -> dict[str, float]:
-    psnrs, seen = [], []
-    for start in range(0, len(clips), 8):
-        chunk = clips[start : start + 8]
-        frames = torch.stack([c[0] for c in chunk])
-        recon = renderer.decode_latents(renderer.encode_video(frames))
-        psnrs += psnr(recon, video_to_unit(frames)).tolist()
-        for video, (_, objects) in zip(video_to_uint8(recon), chunk, strict=True):
-            seen += visible(video, objects, POSITION_TOLERANCE)
-    return {"psnr": float(np.mean(psnrs)), "colour": rate(seen)}
-
-
-@torch.no_grad()
-def t2v_figures(
-    renderer: Renderer, prompts: list[tuple[str, list]], steps: int, guidance: float, negative: str
-) -> dict[str, float]:
-    anywhere, placed = [], []
-    for i, (caption, objects) in enumerate(prompts):
-        video = renderer.render(
-            [caption],
-            num_reference=0,
-            num_frames=17,
-            height=64,
-            width=64,
-            steps=steps,
-            guidance_scale=guidance,
-            negative_prompt=negative,
-            seed=i,
-        )[0]
-        anywhere += visible(video, objects, 1.0)
-        placed += visible(video, objects, POSITION_TOLERANCE)
-    return {"t2v_colour": rate(anywhere), "t2v_position": rate(placed)}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--base", type=Path, default=Path("runs/base_renderer/t2v/final"))
-    parser.add_argument("--untrained", type=Path, default=Path("runs/base_renderer/init"))
+    parser.add_argument("--base", type=Path, default=Path("runs/toybases/renderer_t2v/final"))
+    parser.add_argument("--untrained", type=Path, default=Path("runs/toybases/init"))
     parser.add_argument(
-        "--heldout", type=Path, default=Path("runs/base_renderer/data/heldout/manifest.jsonl")
+        "--heldout", type=Path, default=Path("runs/toybases/data/val/manifest.jsonl")
     )
     parser.add_argument(
         "--also",
@@ -158,44 +78,30 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     samples = load_manifest(args.heldout)
-    dataset = VNEPDataset(samples[: args.clips], VideoViews.for_renderer(17, 17, (64, 64)))
-    clips, truth = [], []
-    for sample, item in zip(samples, dataset, strict=False):
-        clips.append((item["target_frames"], shapes_only(sample.extra["target_objects"])))
-        clips.append((item["vdm_frames"], shapes_only(sample.extra["objects"])))
-    for frames, objects in clips:
-        truth += visible(frames, objects, POSITION_TOLERANCE)
-    prompts = [
-        (s.extra["target_description"], shapes_only(s.extra["target_objects"]))
-        for s in samples[: args.prompts]
-    ]
-    print(
-        f"{len(clips)} held-out clips ({sum(len(o) for _, o in clips)} objects; the clips "
-        f"themselves: colour-visible {rate(truth):.1f}%), {len(prompts)} descriptions"
-    )
-
     rows = {}
     models = {"untrained": args.untrained, "base": args.base, **{p.name: p for p in args.also}}
     for name, path in models.items():
         renderer, settings = load_renderer(path)
+        clips = renderer_clips(samples[: args.clips], settings)
         began = time.perf_counter()
         figures = vae_figures(renderer, clips)
-        figures |= t2v_figures(
-            renderer, prompts, args.steps, settings.guidance_scale, settings.negative_prompt
-        )
+        figures |= t2v_figures(renderer, settings, samples[: args.prompts], args.steps)
         figures["seconds"] = time.perf_counter() - began
         rows[name] = figures
+    print(f"{len(clips)} held-out clips, {min(args.prompts, len(samples))} descriptions")
 
     labels = {
-        "psnr": "VAE PSNR (dB)",
-        "colour": "VAE colour-visible (%)",
+        "vae_psnr": "VAE PSNR (dB)",
+        "vae_colour_visible": "VAE colour-visible (%)",
+        "clip_colour_visible": "clips' own colour-visible (%)",
         "t2v_colour": "T2V colour in last frame (%)",
         "t2v_position": "T2V colour at position (%)",
-        "seconds": "check time (s)",
     }
     print(f"{'':32s}" + "".join(f"{name:>12s}" for name in rows))
     for key, label in labels.items():
-        print(f"{label:32s}" + "".join(f"{row[key]:12.1f}" for row in rows.values()))
+        scale = 1 if key == "vae_psnr" else 100
+        print(f"{label:32s}" + "".join(f"{scale * row[key]:12.1f}" for row in rows.values()))
+    print(f"{'check time (s)':32s}" + "".join(f"{row['seconds']:12.1f}" for row in rows.values()))
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ from vans.data.toyworld import ToyWorldConfig, write_toyworld
 from vans.data.video import read_video
 from vans.evaluation.embedders import VideoTextEmbedder, load_embedder
 from vans.evaluation.text_metrics import DEFAULT_ROUGE_VARIANT, corpus_rouge_l
-from vans.evaluation.video_metrics import clip_v
+from vans.evaluation.video_metrics import clip_v, psnr
 from vans.models.checkpoint import init_tiny, load_checkpoint
 from vans.models.pipeline import load_input
 from vans.models.vdm import video_to_unit
@@ -43,7 +43,7 @@ from vans.training.embedder import EmbedderTrainConfig, train_embedder
 from vans.training.loop import FINAL_DIR, train
 from vans.training.sft_vdm import SFTVDMConfig, build_sft_vdm_task
 from vans.training.sft_vlm import SFTVLMConfig, build_sft_vlm_task
-from vans.training.vae import VAEConfig, build_vae_task, psnr
+from vans.training.vae import VAEConfig, build_vae_task
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "toy"
 console = Console()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -14,13 +15,12 @@ from vans.data.toyworld import ToyWorldConfig, iter_samples, write_toyworld
 from vans.data.toyworld.perception import option_sentence, place
 from vans.data.toyworld.render import COLORS
 from vans.errors import VansError
+from vans.evaluation.bases import mcq_accuracy, mcq_scores
 from vans.models.checkpoint import init_tiny, load_checkpoint
-from vans.models.prompting import SYSTEM_PROMPT
+from vans.models.prompting import ASSISTANT_PROMPT, SYSTEM_PROMPT
 from vans.training.base_reasoner import (
-    ASSISTANT_PROMPT,
     BaseReasonerConfig,
     build_base_reasoner_task,
-    mcq_scores,
     perception_conversations,
 )
 from vans.training.config import TrainConfig
@@ -62,6 +62,13 @@ def test_mcq_scores_are_the_summed_log_likelihoods_of_the_options(tiny_checkpoin
             logits[reasoner.placeholder_ids] = -torch.inf  # never sampled, never scored
             total += float(torch.log_softmax(logits, -1)[ids[k]])
         assert float(score) == pytest.approx(total, abs=1e-4)
+
+
+def test_mcq_accuracy_counts_per_kind_and_overall() -> None:
+    figures = mcq_accuracy({"appearance": [True, False], "mover": [True], "motion": []})
+    assert figures["mcq_accuracy"] == pytest.approx(2 / 3)
+    assert figures["mcq_accuracy/appearance"] == 0.5 and figures["mcq_accuracy/mover"] == 1.0
+    assert math.isnan(figures["mcq_accuracy/motion"])
 
 
 def test_place_words_cover_the_grid() -> None:

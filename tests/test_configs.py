@@ -22,6 +22,7 @@ STAGES = {
     "joint_grpo_stage1": JointGRPOVLMConfig,
     "joint_grpo_stage2": JointGRPOVDMConfig,
     "base_reasoner": BaseReasonerConfig,
+    "base_reasoner_more": BaseReasonerConfig,
     "base_renderer_vae": VAEConfig,
     "base_renderer_t2v": SFTVDMConfig,
 }

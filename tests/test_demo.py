@@ -26,6 +26,18 @@ def check_demo_output(out_dir, stdout: str) -> None:
     assert len(scenes) == 3
     flat = stdout.replace("\n", " ")
     assert flat.count("[Think]") == len(answered) and flat.count("[Ans]") == len(answered)
+    # Every answer's truth checks, and the summary counts the answers that pass the three
+    # the demo calls right.
+    checks = [line for line in stdout.splitlines() if line.strip().startswith("check:")]
+    assert len(checks) == len(answered)
+    right = sum(
+        all(
+            f"{label} yes" in line
+            for label in ("names the movers", "nothing absent", "movers visible")
+        )
+        for line in checks
+    )
+    assert f"{right} of {len(answered)} answers name the objects that move" in flat
     page = (out_dir / "index.html").read_text()
     for sample_id in answered:
         sample = samples[sample_id]

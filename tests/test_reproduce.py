@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import statistics
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,17 +16,24 @@ from vans.cli.main import run
 from vans.data.manifest import load_manifest
 from vans.data.preview import answer_strip
 from vans.data.video import read_video
+from vans.evaluation.bases import base_figures
 from vans.evaluation.report import results_markdown
 from vans.evaluation.runner import EvalResult
 from vans.models.checkpoint import load_checkpoint, load_settings
-from vans.recipes.toybases import EMBEDDER_DIR, ToyBasesConfig, base_info, run_toybases
-from vans.recipes.toyworld import HELD_OUT, RELEASE_FILE, release_rouge
+from vans.recipes.toybases import (
+    CHECK_SAMPLES,
+    EMBEDDER_DIR,
+    ToyBasesConfig,
+    base_info,
+    run_toybases,
+)
+from vans.recipes.toyworld import HELD_OUT, RELEASE_FILE, release_caption_figures
 
 RUNS = ("sft_vlm", "sft_vdm", "sft_vdm_text_only", "joint_grpo_stage1", "joint_grpo_stage2")
 QUICK = [
     *[a for r in RUNS for a in ("--set", f"{r}:train.steps=2", "--set", f"{r}:train.eval_every=0")],
 ]
-BASE_RUNS = ("reasoner", "renderer_vae", "renderer_t2v")
+BASE_RUNS = ("reasoner", "reasoner_more", "renderer_vae", "renderer_t2v")
 
 
 @pytest.fixture(scope="module")
@@ -69,6 +77,11 @@ def test_bases_assemble_one_checkpoint_with_its_judge_and_configs(bases) -> None
     assert sorted(p.stem for p in (bases / "training").glob("*.yaml")) == sorted(BASE_RUNS)
     info = base_info(bases)
     assert set(info["figures"]) == set(BASE_RUNS) and "reasoner" in info["timings_s"]
+    # The acceptance figures, recomputed from the assembled weights: the same numbers.
+    held_out = load_manifest(Path(info["recipe"]["out"]) / "data" / "val" / "manifest.jsonl")
+    again = base_figures(bases, held_out[:CHECK_SAMPLES], t2v_samples=2)
+    assert again == pytest.approx(info["check"], nan_ok=True)
+    assert info["accepted"].keys() == again.keys()
 
 
 def test_splits_hold_out_compositions(recipe) -> None:
@@ -125,12 +138,16 @@ def test_the_r_c2_ablation_is_stage_2_without_r_c2_from_the_first_seed(recipe) -
     assert not (out / "seed5" / "joint_grpo_stage2_no_rc2").exists()
 
 
-def test_release_is_the_first_seed_and_its_rouge_reproduces(recipe) -> None:
+def test_release_is_the_first_seed_and_its_figures_reproduce(recipe) -> None:
     out, _ = recipe
     release = out / "release"
     info = json.loads((release / RELEASE_FILE).read_text())
     tables = json.loads((out / "results.json").read_text())
-    assert info["rouge_l"] == tables["test"][3][0]["metrics"]["rouge_l"]
+    joint = tables["test"][3][0]  # the Joint-GRPO row, seed 0
+    assert info["rouge_l"] == joint["metrics"]["rouge_l"]
+    for split in ("test", "test_heldout"):
+        assert info["metrics"][split] == tables[split][3][0]["metrics"]
+        assert info["truth"][split] == tables[split][3][0]["truth"]
     assert info["test_split"]["held_out_mode"] == "exclude"
     assert info["test_splits"]["test_heldout"]["held_out_mode"] == "only"
     configs = sorted(p.name for p in (release / "training").glob("*.yaml"))
@@ -138,7 +155,10 @@ def test_release_is_the_first_seed_and_its_rouge_reproduces(recipe) -> None:
     _, _, settings = load_checkpoint(release)
     assert settings.sampling.do_sample is False and settings.sampling.max_new_tokens == 128
     samples = load_manifest(out / "data" / "test" / "manifest.jsonl")
-    assert release_rouge(release, samples) == pytest.approx(info["rouge_l"], abs=1e-12)
+    figures = release_caption_figures(release, samples)
+    assert figures["rouge_l"] == pytest.approx(info["rouge_l"], abs=1e-12)
+    for check in ("names_movers", "no_absent_objects", "event_right", "caption_right"):
+        assert figures[check] == pytest.approx(joint["truth"][check], abs=1e-12), check
     assert (release / "results.md").read_text() == (out / "results.md").read_text()
 
 

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from vans.data.toyworld import ToyWorldConfig, write_toyworld
+from vans.evaluation.video_metrics import psnr
 from vans.models.checkpoint import load_checkpoint
 from vans.models.vdm import video_to_uint8, video_to_unit
 from vans.training.config import ConfigError, TrainConfig
@@ -19,7 +20,6 @@ from vans.training.vae import (
     build_vae_task,
     channel_statistics,
     gaussian_kl,
-    psnr,
 )
 
 

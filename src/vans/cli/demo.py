@@ -3,7 +3,9 @@
 Loads the trained toy-world checkpoint that ships with the package (or `--checkpoint`),
 makes fresh toy-world scenes it has never seen, and answers each scene's questions: the
 reasoning, the caption and a generated video of the next event. One scene always asks two
-hypothetical questions about the same video (multi-future), answered in one batch. Writes,
+hypothetical questions about the same video (multi-future), answered in one batch. Every
+answer is checked against the scene's ground truth (`vans.evaluation.toy_truth`): does the
+caption name the objects that move and nothing absent, and does the video show them? Writes,
 per answer, an animated strip input | ground truth | answer as GIF and MP4, and an HTML
 page with everything.
 """
@@ -44,6 +46,7 @@ def demo(
 ) -> None:
     """Answer fresh toy-world videos with the trained model: reasoning, caption and video."""
     quiet_model_libraries()
+    from vans.evaluation.runner import sample_truth
     from vans.models.checkpoint import check_checkpoint_dir
     from vans.models.pipeline import VANSPipeline, load_input
 
@@ -71,14 +74,19 @@ def demo(
             name = f"{sample.id}"
             write_gif(out / "answers" / f"{name}.gif", strip, s.output_fps)
             write_mp4(out / "answers" / f"{name}.mp4", strip, s.output_fps)
-            rows.append((sample, answer, name))
+            checks = sample_truth(sample, answer.caption, answer.video)
+            rows.append((sample, answer, name, checks))
             console.print(f"[bold]{sample.id}[/] Q: {sample.question}", highlight=False)
             console.print(f"  [Think] {answer.think}", markup=False, highlight=False)
             console.print(f"  [Ans]   {answer.caption}", markup=False, highlight=False)
             console.print(f"  truth:  {sample.answer}", markup=False, highlight=False)
+            console.print(f"  check:  {_checks_line(checks)}", markup=False, highlight=False)
     page = out / "index.html"
     page.write_text(_page(rows, checkpoint))
+    right = sum(_right(checks) for *_, checks in rows)
     console.print(
+        f"{right} of {len(rows)} answers name the objects that move, no absent one, and show "
+        "them in the video\n"
         f"{len(rows)} answers in {time.perf_counter() - start:.0f} s\n"
         f"page:    {page}\nanswers: {out / 'answers'} (input | truth | answer, GIF and MP4)",
         markup=False,
@@ -99,7 +107,28 @@ def _scenes(out: Path, count: int, seed: int) -> list[list[VNEPSample]]:
     return [multi, *[g for g in groups if g is not multi][: count - 1]]
 
 
-def _page(rows: list[tuple[VNEPSample, Answer, str]], checkpoint: Path) -> str:
+DEMO_CHECKS = {
+    "names_movers": "names the movers",
+    "no_absent_objects": "nothing absent",
+    "event_right": "event",
+    "movers_visible": "movers visible",
+    "movers_placed": "in place",
+}
+"""The truth checks the demo shows per answer, as worded there."""
+
+
+def _checks_line(checks: dict[str, bool | None]) -> str:
+    return " · ".join(f"{label} {'yes' if checks[k] else 'no'}" for k, label in DEMO_CHECKS.items())
+
+
+def _right(checks: dict[str, bool | None]) -> bool:
+    """What the demo counts as a right answer: the right objects, visibly, in the video."""
+    return bool(checks["names_movers"] and checks["no_absent_objects"] and checks["movers_visible"])
+
+
+def _page(
+    rows: list[tuple[VNEPSample, Answer, str, dict[str, bool | None]]], checkpoint: Path
+) -> str:
     def esc(text: object) -> str:
         return html.escape(str(text))
 
@@ -109,8 +138,9 @@ def _page(rows: list[tuple[VNEPSample, Answer, str]], checkpoint: Path) -> str:
         f"<a href='answers/{esc(name)}.mp4'>MP4</a></td>"
         f"<td><b>{esc(sample.id)}</b><br>{esc(sample.question)}</td>"
         f"<td>{esc(answer.think)}</td><td>{esc(answer.caption)}</td><td>{esc(sample.answer)}</td>"
+        f"<td>{esc(_checks_line(checks))}</td>"
         "</tr>"
-        for sample, answer, name in rows
+        for sample, answer, name, checks in rows
     )
     return (
         "<!doctype html><html><head><meta charset='utf-8'><title>vans demo</title>"
@@ -122,5 +152,7 @@ def _page(rows: list[tuple[VNEPSample, Answer, str]], checkpoint: Path) -> str:
         "the ground-truth next event and the model's answer side by side (green bars). "
         "Scenes with the same input video ask different hypothetical questions.</p>"
         "<table><tr><th>input | truth | answer</th><th>question</th><th>reasoning [Think]</th>"
-        "<th>answer [Ans]</th><th>ground truth</th></tr>" + body + "</table></body></html>\n"
+        "<th>answer [Ans]</th><th>ground truth</th><th>truth checks</th></tr>"
+        + body
+        + "</table></body></html>\n"
     )

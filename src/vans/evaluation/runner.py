@@ -347,17 +347,24 @@ def _score_sample(
     return record, feats
 
 
-def _add_truth(record: SampleScores, sample: VNEPSample, video: torch.Tensor | None) -> None:
-    """The toy-world truth checks of the record's caption (and the answer video, if any)."""
+def sample_truth(
+    sample: VNEPSample, caption: str, video: torch.Tensor | None
+) -> dict[str, bool | None]:
+    """The toy-world truth checks (`toy_truth`) of an answer to a toy sample: its caption
+    and, if any, its video (uint8 (T, H, W, 3)); None for a check that does not apply."""
     input_frame = None
     if video is not None:
         ref = sample.input
         input_frame = read_video(ref.path, start=ref.start, end=ref.end).frames[-1]
-    checks = toy_truth(sample.extra, sample.answer, record.caption, video, input_frame)
-    record.family = sample.extra["family"]
-    record.truth = {
+    checks = toy_truth(sample.extra or {}, sample.answer, caption, video, input_frame)
+    return {
         k: None if isinstance(v, float) and math.isnan(v) else bool(v) for k, v in checks.items()
     }
+
+
+def _add_truth(record: SampleScores, sample: VNEPSample, video: torch.Tensor | None) -> None:
+    record.family = (sample.extra or {})["family"]
+    record.truth = sample_truth(sample, record.caption, video)
 
 
 def _backfill_truth(

@@ -48,3 +48,9 @@ def clip_t(embedder: VideoTextEmbedder, generated: torch.Tensor, caption: str) -
     frames = embedder.embed_frames(generated)
     text = embedder.embed_texts([caption])
     return float((frames @ text[0]).mean())
+
+
+def psnr(reconstruction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Peak signal-to-noise ratio in dB per sample, (B,), of videos in [-1, 1] (peak 2)."""
+    mse = (reconstruction - target).square().mean(dim=tuple(range(1, target.ndim)))
+    return 10 * torch.log10(4 / mse.clamp_min(1e-12))

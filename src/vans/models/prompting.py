@@ -34,6 +34,10 @@ SYSTEM_PROMPT = (
 )
 """The system prompt of the VANS paper (appendix C.2), verbatim."""
 
+ASSISTANT_PROMPT = "You are a helpful assistant."
+"""Qwen2.5-VL-Instruct's default system prompt: what the toy reasoner base is pretrained and
+measured with (a general assistant, not VANS)."""
+
 IM_START = "<|im_start|>"
 IM_END = "<|im_end|>"
 """Ends every chat turn; the reasoner stops generating when it writes it."""

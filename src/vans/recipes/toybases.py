@@ -15,9 +15,10 @@ model has seen everything), and never on a next-event answer:
 
 They are assembled into one VANS checkpoint directory, `base/` (vans.yaml, vlm/, vdm/,
 embedder/, training/<run>.yaml with every resolved config, base.json with the figures the
-bases were accepted on). `vans reproduce toyworld` starts from it; the package ships it as
-`vans.assets.TOYWORLD_BASE`. Every step is skipped when its output exists and every stage
-resumes, so an interrupted run continues.
+bases were accepted on: `vans.evaluation.bases` on the held-out set, `accepted`, and on
+its first `CHECK_SAMPLES` samples, `check`). `vans reproduce toyworld` starts from it; the
+package ships it as `vans.assets.TOYWORLD_BASE`. Every step is skipped when its output
+exists and every stage resumes, so an interrupted run continues.
 """
 
 from __future__ import annotations
@@ -30,8 +31,10 @@ from typing import Any
 
 from rich.console import Console
 
+from vans.data.manifest import load_manifest
 from vans.data.toyworld import ToyWorldConfig, write_toyworld
 from vans.errors import VansError
+from vans.evaluation.bases import base_figures
 from vans.io import atomic_dir
 from vans.models.checkpoint import SETTINGS_FILE, init_tiny
 from vans.recipes.steps import RecipeSteps
@@ -48,11 +51,25 @@ EMBEDDER_DIR = "embedder"
 
 RUNS: dict[str, tuple[str, str]] = {
     "reasoner": ("base-reasoner", "base_reasoner"),
+    "reasoner_more": ("base-reasoner", "base_reasoner_more"),
     "renderer_vae": ("vae", "base_renderer_vae"),
     "renderer_t2v": ("sft-vdm", "base_renderer_t2v"),
 }
-"""Run name -> (stage, config file in the configs directory), in training order; each
-starts from the previous renderer run (the reasoner from the init checkpoint)."""
+"""Run name -> (stage, config file in the configs directory)."""
+
+CHAINS: dict[str, tuple[str, ...]] = {
+    "reasoner": ("reasoner", "reasoner_more"),
+    "renderer": ("renderer_vae", "renderer_t2v"),
+}
+"""Each base's runs in training order: the first starts from the random init checkpoint,
+each next one from the previous one's final weights. The reasoner trains in two runs (a
+warm restart of the learning rate: the first run's colour accuracy was still rising when
+its cosine schedule ended)."""
+
+
+CHECK_SAMPLES = 8
+"""Held-out samples of the figures base.json records for a quick re-check (`check`): a test
+recomputes them from the shipped weights."""
 
 
 class BasesError(VansError):
@@ -75,7 +92,7 @@ class ToyBasesConfig:
     """`init_tiny` preset of the random models the bases start from: the toy reasoner and
     the renderer base's sizes (a 220K-parameter VAE); "tiny" for tests."""
     overrides: dict[str, list[str]] = field(default_factory=dict)
-    """KEY=VALUE overrides per run: embedder, reasoner, renderer_vae, renderer_t2v."""
+    """KEY=VALUE overrides per run: embedder and the runs of `RUNS`."""
 
     def check(self) -> None:
         known = {"embedder", *RUNS}
@@ -171,7 +188,10 @@ class _Bases:
             (tmp / "training").mkdir()
             for run in RUNS:
                 shutil.copy(self.out / run / "config.yaml", tmp / "training" / f"{run}.yaml")
+            held_out = load_manifest(self.manifest("val"))
             info = {
+                "accepted": base_figures(tmp, held_out),
+                "check": base_figures(tmp, held_out[:CHECK_SAMPLES], t2v_samples=2),
                 "figures": {run: final_eval(self.out / run / "metrics.jsonl") for run in RUNS},
                 "timings_s": {k: round(v, 1) for k, v in self.timings.items()},
                 "recipe": json.loads(json.dumps(asdict(self.config), default=str)),
@@ -200,11 +220,13 @@ def run_toybases(config: ToyBasesConfig, console: Console | None = None) -> Path
         with bases.step("init"):
             init_tiny(init, preset=config.preset)
     embedder = bases.embedder()
-    reasoner = bases.train("reasoner", init)
-    renderer = init
-    for run in ("renderer_vae", "renderer_t2v"):
-        renderer = bases.train(run, renderer)
-    return bases.assemble(reasoner, renderer, embedder)
+    finals = {}
+    for base, runs in CHAINS.items():
+        start = init
+        for run in runs:
+            start = bases.train(run, start)
+        finals[base] = start
+    return bases.assemble(finals["reasoner"], finals["renderer"], embedder)
 
 
 def base_info(base: Path) -> dict[str, Any]:

@@ -53,8 +53,10 @@ from vans.evaluation.runner import (
     PipelinePredictor,
     evaluate,
     sample_folder,
+    sample_truth,
 )
 from vans.evaluation.text_metrics import DEFAULT_ROUGE_VARIANT, rouge_l
+from vans.evaluation.toy_truth import TEXT_CHECKS
 from vans.io import atomic_dir, write_json, write_text
 from vans.models.checkpoint import SETTINGS_FILE, VANSSettings, load_settings, write_settings
 from vans.models.pipeline import VANSPipeline
@@ -381,12 +383,15 @@ class _Recipe:
             write_settings(tmp, evaluation_settings(load_settings(checkpoint)))
             (tmp / "results.md").write_text(text)
             splits = data_splits(self.config)
+            row = {split: tables[split][variants.index(joint)][0] for split in TEST_SPLITS}
             info = {
                 "model": f"{joint.name}, seed {seed}",
                 "test_split": splits["test"].to_dict(),
-                "rouge_l": tables["test"][variants.index(joint)][0].metrics["rouge_l"],
+                "rouge_l": row["test"].metrics["rouge_l"],
                 "rouge_l_variant": DEFAULT_ROUGE_VARIANT,
-                "metrics": {split: tables[split][-1][0].metrics for split in TEST_SPLITS},
+                "metrics": {split: r.metrics for split, r in row.items()},
+                "well_formed": {split: r.well_formed for split, r in row.items()},
+                "truth": {split: r.truth for split, r in row.items()},
                 "test_splits": {split: splits[split].to_dict() for split in TEST_SPLITS},
                 "recipe": _jsonable(asdict(self.config)),
             }
@@ -467,13 +472,22 @@ def plot_seed_curves(runs: dict[str, Path], keys: list[str], out: Path, title: s
     plt.close(fig)
 
 
-def release_rouge(release: Path, samples: list[VNEPSample]) -> float:
-    """Mean per-sample ROUGE-L of the release's captions (its own settings) of `samples`,
-    answered as the evaluation answers them: the table's ROUGE-L for this checkpoint."""
+def release_caption_figures(release: Path, samples: list[VNEPSample]) -> dict[str, float]:
+    """The release's captions of `samples` (its own settings), answered as the evaluation
+    answers them: their mean ROUGE-L and the rate of each text truth check, i.e. the
+    table's `rouge_l` and caption truth figures for this checkpoint."""
     predict = PipelinePredictor(VANSPipeline.from_checkpoint(release), seed=0, videos=False)
-    return statistics.fmean(
-        rouge_l(predict(s).caption, s.answer, DEFAULT_ROUGE_VARIANT) for s in samples
-    )
+    captions = [predict(s).caption for s in samples]
+    figures = {
+        "rouge_l": statistics.fmean(
+            rouge_l(c, s.answer, DEFAULT_ROUGE_VARIANT)
+            for c, s in zip(captions, samples, strict=True)
+        )
+    }
+    checks = [sample_truth(s, c, None) for c, s in zip(captions, samples, strict=True)]
+    for check in TEXT_CHECKS:
+        figures[check] = statistics.fmean(float(bool(c[check])) for c in checks)
+    return figures
 
 
 def _jsonable(value: Any) -> Any:

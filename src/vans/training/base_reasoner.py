@@ -30,17 +30,13 @@ import torch
 from vans.data.manifest import load_manifest
 from vans.data.schema import VNEPSample
 from vans.data.toyworld.perception import option_sentence, perception_questions
+from vans.evaluation.bases import MCQ_KINDS, mcq_accuracy, mcq_scores
 from vans.models.checkpoint import VANSSettings
-from vans.models.prompting import SYSTEM_PROMPT
+from vans.models.prompting import ASSISTANT_PROMPT, SYSTEM_PROMPT
 from vans.models.vlm import Reasoner
 from vans.training.config import ConfigError, TrainConfig
 from vans.training.sft_vlm import Conversation, SFTVLMTask
 from vans.training.stage_io import load_start
-
-ASSISTANT_PROMPT = "You are a helpful assistant."
-"""Qwen2.5-VL-Instruct's default system prompt: the base is a general assistant, not VANS."""
-
-MCQ_KINDS = ("appearance", "mover", "motion")
 
 
 @dataclass
@@ -68,16 +64,6 @@ class BaseReasonerConfig:
     frame_size: tuple[int, int] | None = None
     """(H, W) input frames are resized to before the reasoner's pixel bounds; None: native."""
     train: TrainConfig = field(default_factory=TrainConfig)
-
-
-@torch.no_grad()
-def mcq_scores(
-    reasoner: Reasoner, frames: torch.Tensor, question: str, options: list[str]
-) -> torch.Tensor:
-    """Log-likelihood of each option sentence as the answer (summed over its tokens and the
-    end token), (N,): how multiple choice is scored (lm-eval-harness's `acc`)."""
-    logprobs, mask = reasoner.completion_logprobs(frames, question, options)
-    return (logprobs * mask).sum(dim=1)
 
 
 def perception_conversations(
@@ -149,16 +135,11 @@ class BaseReasonerTask(SFTVLMTask):
         """Held-out loss, and multiple-choice accuracy (overall and per kind; NaN for a kind
         this batch has none of): the option the reasoner finds most likely is its answer."""
         out = {"loss": self.sample_losses(model, batch).mean()}
-        correct: dict[str, list[float]] = {kind: [] for kind in MCQ_KINDS}
+        correct: dict[str, list[bool]] = {kind: [] for kind in MCQ_KINDS}
         for item in batch["items"]:
             scores = mcq_scores(self.reasoner, item["frames"], item["question"], item["options"])
-            correct[item["kind"]].append(float(int(scores.argmax()) == item["choice"]))
-        every = [c for kind in MCQ_KINDS for c in correct[kind]]
-        out["mcq_accuracy"] = torch.tensor(float(np.mean(every)))
-        for kind in MCQ_KINDS:
-            out[f"mcq_accuracy/{kind}"] = torch.tensor(
-                float(np.mean(correct[kind])) if correct[kind] else float("nan")
-            )
+            correct[item["kind"]].append(int(scores.argmax()) == item["choice"])
+        out |= {k: torch.tensor(v) for k, v in mcq_accuracy(correct).items()}
         return out
 
     def save_pretrained(self, model: torch.nn.Module, out: Path) -> None:

@@ -38,6 +38,7 @@ import torch
 from vans.data.dataset import VideoViews, VNEPDataset
 from vans.data.manifest import load_manifest
 from vans.data.schema import VNEPSample
+from vans.evaluation.video_metrics import psnr
 from vans.models.checkpoint import VANSSettings, save_checkpoint
 from vans.models.vdm import Renderer, video_to_unit
 from vans.training.config import ConfigError, TrainConfig
@@ -111,12 +112,6 @@ def gaussian_kl(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """KL(N(mean, exp(logvar)) || N(0, 1)) per sample, averaged over the other dims, (B,)."""
     kl = 0.5 * (mean.square() + logvar.exp() - 1 - logvar)
     return kl.mean(dim=tuple(range(1, kl.ndim)))
-
-
-def psnr(reconstruction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Peak signal-to-noise ratio in dB per sample, (B,), of videos in [-1, 1] (peak 2)."""
-    mse = (reconstruction - target).square().mean(dim=tuple(range(1, target.ndim)))
-    return 10 * torch.log10(4 / mse.clamp_min(1e-12))
 
 
 def foreground_mask(x: torch.Tensor, threshold: float) -> torch.Tensor:
