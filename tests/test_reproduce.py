@@ -28,12 +28,13 @@ from vans.recipes.toybases import (
     run_toybases,
 )
 from vans.recipes.toyworld import HELD_OUT, RELEASE_FILE, release_caption_figures
+from vans.training.stages import STAGES, train_command
 
 RUNS = ("sft_vlm", "sft_vdm", "sft_vdm_text_only", "joint_grpo_stage1", "joint_grpo_stage2")
 QUICK = [
     *[a for r in RUNS for a in ("--set", f"{r}:train.steps=2", "--set", f"{r}:train.eval_every=0")],
 ]
-BASE_RUNS = ("reasoner", "reasoner_more", "renderer_vae", "renderer_t2v")
+BASE_RUNS = ("reasoner", "reasoner_more", "reasoner_more2", "renderer_vae", "renderer_t2v")
 
 
 @pytest.fixture(scope="module")
@@ -66,6 +67,7 @@ def recipe(tmp_path_factory, bases):
     out = tmp_path_factory.mktemp("reproduce")
     args = ["reproduce", "toyworld", "--out", str(out), "--seed", "0", "--seed", "5"]
     args += ["--train-num", "16", "--val-num", "4", "--test-num", "4", "--bases", str(bases)]
+    args += ["--jobs", "2"]  # the stages as subprocesses (the bases ran theirs in-process)
     assert run([*args, *QUICK]) == 0
     return out, [*args, *QUICK]
 
@@ -228,3 +230,9 @@ def test_seeded_rows_show_mean_and_sample_std() -> None:
     # mean 0.3, sample std sqrt(((0.1)^2 + (0.1)^2) / 2) = 0.1
     assert "| M (3 seeds) | 0.1000 ± 0.0000 | 0.3000 ± 0.1000 | – | – | – |" in text
     assert "| M | 0.1000 | 0.2000 |" in results_markdown([result(0.2)])
+
+
+@pytest.mark.parametrize("stage", sorted(STAGES))
+def test_every_stage_has_the_train_command_the_recipe_runs(stage, capsys) -> None:
+    assert run(["train", *train_command(stage), "--help"]) == 0
+    assert "--resume" in capsys.readouterr().out

@@ -57,3 +57,7 @@ def run(argv: list[str] | None = None) -> int:
 
 def main() -> None:
     sys.exit(run(sys.argv[1:]))
+
+
+if __name__ == "__main__":  # `python -m vans.cli.main`: the recipes' stage subprocesses
+    main()

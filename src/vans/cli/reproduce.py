@@ -52,6 +52,13 @@ def toyworld(
     threads: Annotated[
         int | None, typer.Option(help="torch threads (default: torch's choice).")
     ] = None,
+    jobs: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Training stages at once (independent ones, as subprocesses sharing --threads).",
+        ),
+    ] = _DEFAULTS.jobs,
 ) -> None:
     """From the toy bases: generate toy data, train every stage (SFT of both models,
     Joint-GRPO Stage 1 and 2 per seed, a cascade baseline), evaluate all variants on
@@ -74,6 +81,8 @@ def toyworld(
         test_num=test_num,
         bases=str(bases),
         overrides=overrides,
+        jobs=jobs,
+        threads=threads,
     )
     results = run_toyworld(config, console)
     console.print(results.read_text(), markup=False, highlight=False)

@@ -4,6 +4,7 @@ took in OUT/timings.json, accumulated over interrupted and resumed runs."""
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,6 +23,7 @@ class RecipeSteps:
     def __init__(self, out: Path, console: Console) -> None:
         self.console = console
         self.file = Path(out) / TIMINGS_FILE
+        self._lock = threading.Lock()
         self.timings: dict[str, float] = (
             json.loads(self.file.read_text()) if self.file.is_file() else {}
         )
@@ -31,5 +33,6 @@ class RecipeSteps:
         self.console.rule(name)
         start = time.perf_counter()
         yield
-        self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - start
-        write_json(self.file, self.timings)
+        with self._lock:  # steps may run in parallel threads (a recipe's `jobs`)
+            self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - start
+            write_json(self.file, self.timings)

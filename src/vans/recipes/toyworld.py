@@ -29,9 +29,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shutil
 import statistics
+import subprocess
+import sys
 import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,7 +68,7 @@ from vans.models.pipeline import VANSPipeline
 from vans.recipes.steps import RecipeSteps
 from vans.recipes.toybases import EMBEDDER_DIR
 from vans.training.loop import FINAL_DIR
-from vans.training.stages import run_stage
+from vans.training.stages import run_stage, train_command
 
 DEFAULT_CONFIGS = Path(__file__).resolve().parents[3] / "configs" / "toy"
 """configs/toy/ of a source checkout (the recipe's stage configs)."""
@@ -111,6 +116,14 @@ class ToyRecipeConfig:
     joint_grpo_stage1, joint_grpo_stage2."""
     strips: int = 6
     """Test samples shown as GIF strips (input | ground truth | each variant)."""
+    jobs: int = 1
+    """Training stages run at once. 1: one after another in this process. More: stages that
+    do not depend on each other (the two SFT-VDM runs, the seeds' RL chains, the ablation)
+    run as `vans train` subprocesses, each with `threads // jobs` torch threads and its log
+    in its run directory; a stage's result does not depend on `jobs` beyond float rounding
+    of the thread count."""
+    threads: int | None = None
+    """torch threads of the whole recipe (None: torch's choice)."""
 
     def check(self) -> None:
         known = {"sft_vlm", "sft_vdm", "sft_vdm_text_only", *RL_STAGES}
@@ -119,6 +132,8 @@ class ToyRecipeConfig:
             raise RecipeError(f"overrides for unknown runs {unknown}; known: {sorted(known)}")
         if not self.seeds:
             raise RecipeError("seeds: at least one seed is needed")
+        if self.jobs < 1:
+            raise RecipeError(f"jobs must be >= 1, got {self.jobs}")
         missing = [
             f
             for f in ("sft_vlm", "sft_vdm", *RL_STAGES)
@@ -179,6 +194,22 @@ class Variant:
     checkpoints: list[Path]
 
 
+class _Inline:
+    """The executor of `jobs` = 1: each job runs when submitted, in this thread (so Ctrl-C
+    stops it and the order is the dependency order)."""
+
+    def __enter__(self) -> _Inline:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
+        future: Future = Future()
+        future.set_result(fn(*args, **kwargs))
+        return future
+
+
 class _Recipe:
     def __init__(self, config: ToyRecipeConfig, console: Console) -> None:
         self.config = config
@@ -237,59 +268,85 @@ class _Recipe:
         ]
         if stage.startswith("joint-grpo"):
             overrides.append(f"embedder={self.embedder}")
+        config = self.configs / f"{config_file}.yaml"
         with self.step(run):
-            run_stage(
-                stage,
-                self.configs / f"{config_file}.yaml",
-                overrides,
-                resume=True,
-                console=self.console,
-            )
+            if self.config.jobs == 1:
+                run_stage(stage, config, overrides, resume=True, console=self.console)
+            else:
+                self._train_subprocess(stage, config, overrides, run_dir)
         return final
+
+    def _train_subprocess(
+        self, stage: str, config: Path, overrides: list[str], run_dir: Path
+    ) -> None:
+        """`vans train STAGE --resume` in a process of its own (one of `jobs` at once)."""
+        threads = max(1, (self.config.threads or torch.get_num_threads()) // self.config.jobs)
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+        command = [sys.executable, "-m", "vans.cli.main", "train", *train_command(stage)]
+        run_dir.mkdir(parents=True, exist_ok=True)
+        log = run_dir / "train.log"
+        with log.open("a") as out:
+            done = subprocess.run(
+                [*command, "--config", str(config), "--resume", *overrides],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+            )
+        if done.returncode != 0:
+            lines = log.read_text(errors="replace").splitlines()
+            errors = [line.strip(" │") for line in lines if "error" in line.lower()]
+            why = (errors or lines or ["no output"])[-1]
+            raise RecipeError(f"{run_dir}: training failed ({why}); see {log}")
 
     def train_all(self) -> list[Variant]:
         sft_vlm = self.train("sft-vlm", "sft_vlm", "sft_vlm", self.bases)
-        sft = self.train("sft-vdm", "sft_vdm", "sft_vdm", sft_vlm)
-        cascade = self.train(
-            "sft-vdm", "sft_vdm", "sft_vdm_text_only", sft_vlm, ["num_reference_frames=0"]
-        )
-        stage1, stage2 = [], []
-        for seed in self.config.seeds:
-            s1 = self.train(
-                "joint-grpo-1",
-                "joint_grpo_stage1",
-                f"seed{seed}/joint_grpo_stage1",
-                sft,
-                [f"train.seed={seed}"],
+        with ThreadPoolExecutor(self.config.jobs) if self.config.jobs > 1 else _Inline() as pool:
+            sft_job = pool.submit(self.train, "sft-vdm", "sft_vdm", "sft_vdm", sft_vlm)
+            cascade_job = pool.submit(
+                self.train,
+                "sft-vdm",
+                "sft_vdm",
+                "sft_vdm_text_only",
+                sft_vlm,
+                ["num_reference_frames=0"],
             )
-            stage1.append(s1)
-            stage2.append(
-                self.train(
+            sft = sft_job.result()
+            chains = [pool.submit(self.rl_chain, seed, sft) for seed in self.config.seeds]
+            # The paper's ablation: Stage 2 without r_c2 (the first seed), where static
+            # videos can win r_v2 (watch video/frame_diff).
+            first = self.config.seeds[0]
+            no_rc2_job = pool.submit(
+                lambda: self.train(
                     "joint-grpo-2",
                     "joint_grpo_stage2",
-                    f"seed{seed}/joint_grpo_stage2",
-                    s1,
-                    [f"train.seed={seed}"],
+                    f"seed{first}/{ABLATION_RUN}",
+                    chains[0].result()[0],
+                    [f"train.seed={first}", "grpo.reward_weights.r_c2=0"],
+                    overrides_of="joint_grpo_stage2",
                 )
             )
-        # The paper's ablation: Stage 2 without r_c2 (the first seed), where static videos
-        # can win r_v2 (watch video/frame_diff).
-        first = self.config.seeds[0]
-        no_rc2 = self.train(
-            "joint-grpo-2",
-            "joint_grpo_stage2",
-            f"seed{first}/{ABLATION_RUN}",
-            stage1[0],
-            [f"train.seed={first}", "grpo.reward_weights.r_c2=0"],
-            overrides_of="joint_grpo_stage2",
-        )
+            cascade = cascade_job.result()
+            stage1, stage2 = zip(*(c.result() for c in chains), strict=True)
+            no_rc2 = no_rc2_job.result()
         return [
             Variant("Cascade (SFT VLM + text-only VDM)", "cascade", [cascade]),
             Variant("VANS (SFT)", "SFT", [sft]),
-            Variant("VANS (Stage 1 only)", "stage 1", stage1),
-            Variant(JOINT_GRPO, "J-GRPO", stage2),
+            Variant("VANS (Stage 1 only)", "stage 1", list(stage1)),
+            Variant(JOINT_GRPO, "J-GRPO", list(stage2)),
             Variant("VANS (Joint-GRPO, Stage 2 without r_c2)", "no r_c2", [no_rc2]),
         ]
+
+    def rl_chain(self, seed: int, sft: Path) -> tuple[Path, Path]:
+        """Joint-GRPO Stage 1 from the SFT model, then Stage 2 from it, for one seed."""
+        s1 = self.train(
+            "joint-grpo-1", "joint_grpo_stage1", f"seed{seed}/joint_grpo_stage1", sft,
+            [f"train.seed={seed}"],
+        )  # fmt: skip
+        s2 = self.train(
+            "joint-grpo-2", "joint_grpo_stage2", f"seed{seed}/joint_grpo_stage2", s1,
+            [f"train.seed={seed}"],
+        )  # fmt: skip
+        return s1, s2
 
     def evaluate(self, variants: list[Variant], split: str) -> list[list[EvalResult]]:
         """Every variant's results on one test split (one result per checkpoint)."""

@@ -48,6 +48,15 @@ def stage_config(name: str, config_file: Path | None, overrides: Sequence[str] =
     )
 
 
+def train_command(name: str) -> list[str]:
+    """The `vans train` arguments that run stage `name` ("joint-grpo-2" is `joint-grpo
+    --stage 2`)."""
+    if name not in STAGES:
+        raise KeyError(name)
+    base, _, stage = name.rpartition("-")
+    return [base, "--stage", stage] if base == "joint-grpo" else [name]
+
+
 def run_stage(
     name: str,
     config_file: Path | None,
