@@ -277,27 +277,65 @@ class Renderer:
     ) -> Renderer:
         """A randomly initialised Wan2.1 whose sizes are `TINY_TRANSFORMER`, `TINY_VAE` and
         `TINY_TEXT_ENCODER` updated with the given dicts (the DiT's `text_dim` follows the
-        text encoder's `d_model`). The same seed gives the same weights; the global RNG is
-        left untouched.
-        """
+        text encoder's `d_model`), the text encoder's vocabulary and special ids the
+        tokenizer's (`from_configs`)."""
         if tokenizer.pad_token_id is None or tokenizer.eos_token_id is None:
             raise ValueError("the tokenizer needs pad and eos tokens (umT5 uses pad id 0)")
         t5_sizes = {**TINY_TEXT_ENCODER, **(text_encoder or {})}
+        return cls.from_configs(
+            tokenizer,
+            transformer={
+                **TINY_TRANSFORMER,
+                **(transformer or {}),
+                "text_dim": t5_sizes["d_model"],
+            },
+            vae={**TINY_VAE, **(vae or {})},
+            text_encoder={
+                "vocab_size": len(tokenizer),
+                "pad_token_id": tokenizer.pad_token_id,
+                "eos_token_id": tokenizer.eos_token_id,
+                "decoder_start_token_id": tokenizer.pad_token_id,
+                **t5_sizes,
+            },
+            seed=seed,
+        )
+
+    @classmethod
+    def from_configs(
+        cls,
+        tokenizer: Any,
+        *,
+        transformer: dict[str, Any],
+        vae: dict[str, Any],
+        text_encoder: dict[str, Any],
+        seed: int = 0,
+    ) -> Renderer:
+        """A randomly initialised Wan2.1 from the configs of its parts (the contents of a
+        diffusers-layout directory's transformer/, vae/ and text_encoder/ config.json; a
+        published one too: `vans.models.paper`), on the current default device and dtype,
+        so that under `torch.device("meta")` nothing is allocated. The tokenizer must fit
+        the text encoder: every id inside its vocabulary, the same pad and eos ids. The same
+        seed gives the same weights; the CPU's global RNG is left untouched."""
+        t5_config = UMT5Config.from_dict(text_encoder)
+        problems = []
+        if len(tokenizer) > t5_config.vocab_size:
+            problems.append(
+                f"the tokenizer has {len(tokenizer)} tokens, the text encoder's vocabulary "
+                f"{t5_config.vocab_size}"
+            )
+        for name in ("pad_token_id", "eos_token_id"):
+            if getattr(tokenizer, name) != getattr(t5_config, name):
+                problems.append(
+                    f"the tokenizer's {name} is {getattr(tokenizer, name)}, the text "
+                    f"encoder's {getattr(t5_config, name)}"
+                )
+        if problems:
+            raise ValueError("; ".join(problems))
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            dit = WanTransformer3DModel(
-                **{**TINY_TRANSFORMER, **(transformer or {}), "text_dim": t5_sizes["d_model"]}
-            )
-            autoencoder = AutoencoderKLWan(**{**TINY_VAE, **(vae or {})})
-            encoder = UMT5EncoderModel(
-                UMT5Config(
-                    vocab_size=len(tokenizer),
-                    pad_token_id=tokenizer.pad_token_id,
-                    eos_token_id=tokenizer.eos_token_id,
-                    decoder_start_token_id=tokenizer.pad_token_id,
-                    **t5_sizes,
-                )
-            )
+            dit = WanTransformer3DModel.from_config(transformer)
+            autoencoder = AutoencoderKLWan.from_config(vae)
+            encoder = UMT5EncoderModel(t5_config)
         for module in (dit, autoencoder, encoder):
             module.eval()
         return cls(dit, autoencoder, encoder, tokenizer, FlowMatchEulerDiscreteScheduler(shift=5.0))
