@@ -27,11 +27,12 @@ times them), vLLM, several processes, and trl's logging (switched off).
   log-probabilities by `Reasoner.completion_logprobs` (the video runs through the vision
   tower inside the loss forward), `rl.grpo.grpo_loss`, backward, clipping, AdamW step.
 - trl: `trl.GRPOTrainer` with video prompts. transformers' Qwen2.5-VL video processor needs
-  torchvision, which is broken here (SPEC §7), so trl's processor gets a video processor
-  running our plain-torch `preprocess_video` (`_trl_baseline.py`); its prompt token ids are
-  checked to equal ours. trl encodes the video in `generate`, but its loss forward gets no
-  `pixel_values_videos` (SPEC §6): a hook on the vision tower counts its calls with and
-  without gradients in each engine.
+  torchvision, which is broken here (docs/paper_facts.md#environment), so trl's processor
+  gets a video processor running our plain-torch `preprocess_video` (`_trl_baseline.py`);
+  its prompt token ids are checked to equal ours. trl encodes the video in `generate`, but
+  its loss forward gets no `pixel_values_videos`
+  (docs/paper_facts.md#pitfalls-seen-in-other-implementations): a hook on the vision tower
+  counts its calls with and without gradients in each engine.
 
 The engines alternate step by step (one of ours before each of trl's) so that machine load
 hits both alike; after `--warmup` steps each, `--repeats` steps each are timed and the
@@ -370,7 +371,8 @@ def ours_vs_trl(setup: Setup, warmup: int, repeats: int, root: Path) -> None:
     if trl_calls.grad == 0 and trl_calls.no_grad == steps:
         print(
             "  trl runs the vision tower only in generate: its reference and loss forwards get "
-            "no pixel_values_videos, the policy is trained blind (SPEC §6)."
+            "no pixel_values_videos, the policy is trained blind "
+            "(docs/paper_facts.md#pitfalls-seen-in-other-implementations)."
         )
 
 

@@ -37,7 +37,7 @@ def test_parameter_counts_are_the_published_ones_within_1_percent(counts, part):
 
 
 def test_the_dit_has_every_tensor_of_the_published_checkpoint(models):
-    # A full Wan2.1-T2V-1.3B DiT checkpoint holds 825 tensors (docs/paper_facts.md).
+    # A full Wan2.1-T2V-1.3B DiT checkpoint holds 825 tensors (docs/paper_facts.md#the-two-models).
     assert len(models[1].transformer.state_dict()) == 825
 
 

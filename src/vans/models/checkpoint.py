@@ -30,7 +30,8 @@ SETTINGS_FILE = "vans.yaml"
 
 @dataclass
 class VANSSettings:
-    """Inference settings stored in `vans.yaml` (paper defaults, SPEC §1)."""
+    """Inference settings stored in `vans.yaml` (paper defaults:
+    docs/paper_facts.md#inference-settings)."""
 
     num_reference_frames: int = 6
     """Clean VAE latent frames of the input video prepended at every step (0: text-to-video)."""

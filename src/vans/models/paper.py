@@ -2,14 +2,15 @@
 benchmarks.
 
 VANS starts from Qwen2.5-VL-3B-Instruct (the reasoner) and Wan2.1-T2V-1.3B (the renderer:
-DiT, umT5-XXL text encoder, VAE). `paper_configs/` holds their config.json files as the
-Hugging Face repositories publish them (`Qwen/Qwen2.5-VL-3B-Instruct`, and
-`Wan-AI/Wan2.1-T2V-1.3B-Diffusers`'s transformer/, text_encoder/ and vae/), so `Reasoner`
-and `Renderer` are built at exactly those shapes with nothing downloaded: on the `meta`
-device, where nothing is allocated, for parameter counts and planned memory; on a GPU to
-measure latency and training memory (`benchmarks/predict_latency.py --scale paper`,
-`benchmarks/bench_joint_grpo.py --scale paper`). The weights are random: the figures are
-costs, never quality (real weights load with `load_checkpoint`).
+DiT, umT5-XXL text encoder, VAE; docs/paper_facts.md#the-two-models). `paper_configs/` holds
+their config.json files as the Hugging Face repositories publish them
+(`Qwen/Qwen2.5-VL-3B-Instruct`, and `Wan-AI/Wan2.1-T2V-1.3B-Diffusers`'s transformer/,
+text_encoder/ and vae/), so `Reasoner` and `Renderer` are built at exactly those shapes with
+nothing downloaded: on the `meta` device, where nothing is allocated, for parameter counts
+and planned memory; on a GPU to measure latency and training memory
+(`benchmarks/predict_latency.py --scale paper`, `benchmarks/bench_joint_grpo.py --scale
+paper`). The weights are random: the figures are costs, never quality (real weights load
+with `load_checkpoint`).
 
 The tokenizers are the toy ones (`tiny.toy_tokenizers`; the real ones would be a download
 too). The embedding tables keep the published vocabulary sizes (151,936 and 256,384 rows),

@@ -5,13 +5,14 @@ The components are diffusers' and transformers' real Wan2.1 classes
 and a flow-matching scheduler), stored in the diffusers layout of
 `Wan-AI/Wan2.1-T2V-1.3B-Diffusers`.
 
-Conditioning on the input video (SPEC §1): the whole input video is VAE-encoded to T'
-latent frames, n of them (`floor(linspace(0, T'-1, n))`, n = 6 by default) are kept, and
-at every denoising step these clean latents are concatenated in front of the noisy
-latents along time. The transformer sees one timestep for all tokens, and its output for
-the reference frames is dropped. With n = 0 (or no video) the renderer is exactly
-diffusers' `WanPipeline` text-to-video: same prompt encoding, same initial noise for the
-same seed, same CFG, same scheduler steps, same decoding.
+Conditioning on the input video (docs/paper_facts.md#reference-frame-conditioning): the
+whole input video is VAE-encoded to T' latent frames, n of them
+(`floor(linspace(0, T'-1, n))`, n = 6 by default) are kept, and at every denoising step
+these clean latents are concatenated in front of the noisy latents along time. The
+transformer sees one timestep for all tokens, and its output for the reference frames is
+dropped. With n = 0 (or no video) the renderer is exactly diffusers' `WanPipeline`
+text-to-video: same prompt encoding, same initial noise for the same seed, same CFG, same
+scheduler steps, same decoding.
 
 `predict_velocity` is the one model call shared by the ODE sampler here and by the
 Flow-GRPO SDE sampler (see `vans.models.flow_matching`); its conditional half,
