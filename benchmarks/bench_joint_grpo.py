@@ -1,5 +1,6 @@
 """Joint-GRPO Stage 1 on the tiny models: where a step's time goes, and our GRPO engine
-against trl's GRPOTrainer.
+against trl's GRPOTrainer (`--scale paper`: the memory of both stages' steps at the paper's
+scale, measured on a GPU).
 
 Setup (in a temporary directory): the tiny checkpoint (`init_tiny`) with a fresh LoRA on
 the reasoner (what SFT-VLM leaves, as in tests/test_joint_grpo_vlm.py), rendering at
@@ -379,8 +380,8 @@ def ours_vs_trl(setup: Setup, warmup: int, repeats: int, root: Path) -> None:
 # --------------------------------------------------------------------------- paper scale
 
 
-def step_peak_memory(task: TrainTask, train: TrainConfig) -> str:
-    """Peak CUDA memory and seconds of one optimizer step of `task` on its first prompt,
+def measure_step(task: TrainTask, train: TrainConfig) -> str:
+    """Peak CUDA memory and seconds (as text) of one optimizer step of `task` on its first prompt,
     taken as `training.loop.train` takes a step (autocast per `train.mixed_precision`,
     loss, backward, clipping, AdamW), without the loop's checkpoints and metrics."""
     device = torch.device("cuda")
@@ -440,7 +441,7 @@ def paper_steps(root: Path) -> tuple[str, str]:
         samples,
         None,
     )
-    stage1 = step_peak_memory(task1, config1.train)
+    stage1 = measure_step(task1, config1.train)
     del task1
     renderer.transformer.float()  # Stage 2 trains it: float32 weights, as the loop keeps them
     config2 = load_config(
@@ -449,7 +450,7 @@ def paper_steps(root: Path) -> tuple[str, str]:
         [*overrides, "anchor_min_rouge=0", "anchor_tries=1"],
     )
     task2 = JointGRPOVDMTask(config2, renderer, reasoner, settings, root, samples, None)
-    return stage1, step_peak_memory(task2, config2.train)
+    return stage1, measure_step(task2, config2.train)
 
 
 def paper_scale() -> None:

@@ -1,4 +1,5 @@
-"""Prediction latency on CPU, stage by stage, for the tiny checkpoint and a bench-size model.
+"""Prediction latency on CPU, stage by stage, for the tiny checkpoint and a bench-size model
+(`--scale paper`: the paper's models, timed on a GPU).
 
 Two configurations of the same real classes (Qwen2.5-VL reasoner, Wan2.1 renderer) run
 side by side on one toy-world input video:
