@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 
 export HF_HUB_OFFLINE := 1
 
-.PHONY: setup demo test test-all lint bench clean
+.PHONY: setup demo test test-all lint bench bench-paper clean
 
 setup: $(STAMP)
 
@@ -35,12 +35,18 @@ test: lint
 test-all: lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-bench: $(STAMP)
+bench: $(STAMP) bench-paper
 	$(BIN)/python benchmarks/bench_toyworld.py
 	$(BIN)/python benchmarks/predict_latency.py
 	$(BIN)/python benchmarks/bench_reward_videos.py
 	$(BIN)/python benchmarks/bench_joint_grpo.py
 	$(BIN)/python benchmarks/bench_training.py
+
+# The paper's models at their published shapes: sizes and planned memory (meta device) on
+# any machine; with a GPU also caption and video latency and Joint-GRPO step memory.
+bench-paper: $(STAMP)
+	$(BIN)/python benchmarks/predict_latency.py --scale paper
+	$(BIN)/python benchmarks/bench_joint_grpo.py --scale paper
 
 clean:
 	rm -rf $(VENV) outputs .pytest_cache .ruff_cache

@@ -4,11 +4,11 @@ trl feeds a vision-language model through its processor: `processor.apply_chat_t
 turns each conversational prompt into token ids plus `pixel_values_videos`,
 `video_grid_thw`, `second_per_grid_ts` and `mm_token_type_ids`, which trl hands to
 `generate`. transformers' Qwen2.5-VL video processor needs torchvision (no working CPU
-build here, SPEC §7), so the processor built here keeps `Qwen2_5_VLProcessor` (placeholder
-expansion, mRoPE timing) and swaps in a video processor that runs the project's plain-torch
-`preprocess_video` with the reasoner's own patch and pixel settings. The chat template
-renders exactly `vans.models.prompting.build_prompt`'s text, so trl's prompt token ids
-equal `Reasoner.prompt_ids` (the benchmark checks this).
+build here, docs/paper_facts.md#environment), so the processor built here keeps
+`Qwen2_5_VLProcessor` (placeholder expansion, mRoPE timing) and swaps in a video processor
+that runs the project's plain-torch `preprocess_video` with the reasoner's own patch and
+pixel settings. The chat template renders exactly `vans.models.prompting.build_prompt`'s
+text, so trl's prompt token ids equal `Reasoner.prompt_ids` (the benchmark checks this).
 
 A `datasets.Dataset` cannot hold tensors, so a video is named by a key (the sample id)
 and the video processor looks the decoded frames up, as the real one would open a path.
@@ -189,7 +189,8 @@ def build_trainer(
         epsilon=grpo.clip_range,
         epsilon_high=grpo.eps_high,
         scale_rewards=grpo.scale_rewards,
-        # Each reward z-scored within its group, then summed (SPEC §2; ours too).
+        # Each reward z-scored within its group, then summed, as ours
+        # (docs/paper_facts.md#joint-grpo).
         multi_objective_aggregation="normalize_then_sum",
         loss_type="grpo",
         learning_rate=train.lr,

@@ -1,5 +1,6 @@
 """Joint-GRPO Stage 1 on the tiny models: where a step's time goes, and our GRPO engine
-against trl's GRPOTrainer.
+against trl's GRPOTrainer (`--scale paper`: the memory of both stages' steps at the paper's
+scale, measured on a GPU).
 
 Setup (in a temporary directory): the tiny checkpoint (`init_tiny`) with a fresh LoRA on
 the reasoner (what SFT-VLM leaves, as in tests/test_joint_grpo_vlm.py), rendering at
@@ -27,18 +28,32 @@ times them), vLLM, several processes, and trl's logging (switched off).
   log-probabilities by `Reasoner.completion_logprobs` (the video runs through the vision
   tower inside the loss forward), `rl.grpo.grpo_loss`, backward, clipping, AdamW step.
 - trl: `trl.GRPOTrainer` with video prompts. transformers' Qwen2.5-VL video processor needs
-  torchvision, which is broken here (SPEC §7), so trl's processor gets a video processor
-  running our plain-torch `preprocess_video` (`_trl_baseline.py`); its prompt token ids are
-  checked to equal ours. trl encodes the video in `generate`, but its loss forward gets no
-  `pixel_values_videos` (SPEC §6): a hook on the vision tower counts its calls with and
-  without gradients in each engine.
+  torchvision, which is broken here (docs/paper_facts.md#environment), so trl's processor
+  gets a video processor running our plain-torch `preprocess_video` (`_trl_baseline.py`);
+  its prompt token ids are checked to equal ours. trl encodes the video in `generate`, but
+  its loss forward gets no `pixel_values_videos`
+  (docs/paper_facts.md#pitfalls-seen-in-other-implementations): a hook on the vision tower
+  counts its calls with and without gradients in each engine.
 
 The engines alternate step by step (one of ours before each of trl's) so that machine load
 hits both alike; after `--warmup` steps each, `--repeats` steps each are timed and the
 medians printed as steps/s.
 
+`--scale paper` measures memory at the paper's scale instead, with Qwen2.5-VL-3B-Instruct
+and Wan2.1-T2V-1.3B at their published shapes and random weights (`vans.models.paper`).
+Everywhere it prints the planned memory of a Stage-1 and a Stage-2 step (parameters and
+optimizer state, from the models built on the meta device); with CUDA it also takes one
+optimizer step of each stage on one prompt (G = 8) and prints its peak CUDA memory and
+time. The steps run the stages' own tasks (`JointGRPOVLMTask`, `JointGRPOVDMTask`) with
+configs/paper/joint_grpo_stage{1,2}.yaml (reward videos and rollouts at 33 frames of
+352x640, 10 steps, CFG 5) on a toy-world prompt drawn at 352x640; every part is on the GPU
+in bf16 except what trains (the LoRA, then the DiT: float32 under bf16 autocast, as the
+training loop keeps it) and the VAE (float32); the reward embedder is the tiny CLIP
+(`CLIPEmbedder.tiny`; ViT-B/32's 151M parameters would add ~0.3 GiB). Stage 2 takes the
+first anchor caption (`anchor_min_rouge=0`): a random reasoner never reaches ROUGE-L 0.6.
+
 Run: `python benchmarks/bench_joint_grpo.py [--repeats 10] [--threads 1] [--frames 5 --size 32]`
-(under a minute at the defaults).
+(under a minute at the defaults), or `... --scale paper`.
 """
 
 from __future__ import annotations
@@ -50,28 +65,39 @@ import json
 import os
 import statistics
 import tempfile
+import textwrap
 import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import _paper_scale
 import torch
+from accelerate.utils import send_to_device
 
 from vans.cli.loading import quiet_model_libraries
 from vans.data.manifest import load_manifest
 from vans.data.toyworld import ToyWorldConfig, write_toyworld
+from vans.evaluation.embedders import CLIPEmbedder, load_embedder
 from vans.evaluation.toy_embedder import ToyEmbedder, build_vocab
 from vans.models.checkpoint import init_tiny, load_checkpoint, load_settings, save_checkpoint
+from vans.models.paper import FP32_BYTES, paper_models, plan_memory
 from vans.models.vlm import LORA_DIR, Reasoner, SamplingConfig
 from vans.rewards.reward_videos import RewardVideoConfig
 from vans.rewards.vans import RewardFunction, RewardInputs, caption_rewards, format_rewards
 from vans.rl.grpo import grpo_loss
 from vans.rl.reference import ReferenceWeights
 from vans.timing import Timings
-from vans.training.config import TrainConfig
+from vans.training.config import TrainConfig, load_config
 from vans.training.joint_grpo import GRPOConfig, prompt_items, segment_advantages
-from vans.training.joint_grpo_vlm import JointGRPOVLMConfig, build_joint_grpo_vlm_task
+from vans.training.joint_grpo_vdm import JointGRPOVDMConfig, JointGRPOVDMTask
+from vans.training.joint_grpo_vlm import (
+    JointGRPOVLMConfig,
+    JointGRPOVLMTask,
+    build_joint_grpo_vlm_task,
+)
+from vans.training.task import TrainTask
 
 G = 8
 REWARD_VIDEO_STEPS = 10
@@ -346,8 +372,114 @@ def ours_vs_trl(setup: Setup, warmup: int, repeats: int, root: Path) -> None:
     if trl_calls.grad == 0 and trl_calls.no_grad == steps:
         print(
             "  trl runs the vision tower only in generate: its reference and loss forwards get "
-            "no pixel_values_videos, the policy is trained blind (SPEC §6)."
+            "no pixel_values_videos, the policy is trained blind "
+            "(docs/paper_facts.md#pitfalls-seen-in-other-implementations)."
         )
+
+
+# --------------------------------------------------------------------------- paper scale
+
+
+def measure_step(task: TrainTask, train: TrainConfig) -> str:
+    """Peak CUDA memory and seconds (as text) of one optimizer step of `task` on its first prompt,
+    taken as `training.loop.train` takes a step (autocast per `train.mixed_precision`,
+    loss, backward, clipping, AdamW), without the loop's checkpoints and metrics."""
+    device = torch.device("cuda")
+    params = [p for p in task.model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(
+        params,
+        lr=train.lr,
+        betas=train.adam_betas,
+        eps=train.adam_eps,
+        weight_decay=train.weight_decay,
+    )
+    batch = send_to_device(task.collate([task.train_dataset()[0]], [0]), device)
+    task.model.train()
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    start = time.perf_counter()
+    try:
+        with torch.autocast("cuda", torch.bfloat16, enabled=train.mixed_precision == "bf16"):
+            out = task.loss(task.model, batch)
+        out["loss"].backward()
+        if train.max_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(params, train.max_grad_norm)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        torch.cuda.synchronize()
+    except torch.cuda.OutOfMemoryError:
+        return f"out of memory on {_paper_scale.cuda_total()}"
+    seconds = time.perf_counter() - start
+    return f"{_paper_scale.gib(torch.cuda.max_memory_allocated())} in {seconds:.0f} s"
+
+
+def paper_steps(root: Path) -> tuple[str, str]:
+    """One Stage-1 and one Stage-2 step at paper scale on a CUDA device (module docstring)."""
+    settings = _paper_scale.paper_settings()
+    manifest = _paper_scale.paper_manifest(root)
+    samples = load_manifest(manifest)
+    embedder = CLIPEmbedder.tiny().save_pretrained(root / "embedder")
+    overrides = [
+        f"checkpoint={root}",  # unread: the tasks are given the models
+        f"train_manifest={manifest}",
+        "eval_manifest=null",
+        f"embedder={embedder}",
+    ]
+    reasoner, renderer = paper_models("cuda")
+    renderer.set_shift(settings.flow_shift)
+    reasoner.add_lora()  # what SFT-VLM leaves and Stage 1 trains
+    config1 = load_config(
+        JointGRPOVLMConfig, _paper_scale.STAGE_CONFIGS / "joint_grpo_stage1.yaml", overrides
+    )
+    task1 = JointGRPOVLMTask(
+        config1,
+        reasoner,
+        renderer,
+        load_embedder(embedder, device="cuda"),
+        settings,
+        root,
+        samples,
+        None,
+    )
+    stage1 = measure_step(task1, config1.train)
+    del task1
+    renderer.transformer.float()  # Stage 2 trains it: float32 weights, as the loop keeps them
+    config2 = load_config(
+        JointGRPOVDMConfig,
+        _paper_scale.STAGE_CONFIGS / "joint_grpo_stage2.yaml",
+        [*overrides, "anchor_min_rouge=0", "anchor_tries=1"],
+    )
+    task2 = JointGRPOVDMTask(config2, renderer, reasoner, settings, root, samples, None)
+    return stage1, measure_step(task2, config2.train)
+
+
+def paper_scale() -> None:
+    """`--scale paper`: the planned memory everywhere, measured steps on a CUDA device."""
+    counts = _paper_scale.meta_counts()
+    plans = {"bf16": plan_memory(counts), "fp32": plan_memory(counts, frozen_bytes=FP32_BYTES)}
+    measured = ("n/a (no CUDA device)",) * 2
+    if torch.cuda.is_available():
+        with tempfile.TemporaryDirectory() as tmp:
+            measured = paper_steps(Path(tmp))
+        print(f"on {torch.cuda.get_device_name()}:")
+    print(
+        f"== Joint-GRPO at paper scale: G={G}, one prompt per step, "
+        "configs/paper/joint_grpo_stage{1,2}.yaml"
+    )
+    rows = [
+        (f"Stage 1 (LoRA, {_paper_scale.parameters(counts.lora)} trained)", "stage1"),
+        (f"Stage 2 (DiT, {_paper_scale.parameters(counts.dit)} trained)", "stage2"),
+    ]
+    print(f"  {'':<32} {'planned':>9} {'frozen fp32':>12}  measured peak")
+    for (label, stage), peak in zip(rows, measured, strict=True):
+        bf16, fp32 = (_paper_scale.gib(getattr(plans[k], stage)) for k in ("bf16", "fp32"))
+        print(f"  {label:<32} {bf16:>9} {fp32:>12}  {peak}")
+    notes = (
+        f"{_paper_scale.ASSUMPTIONS}. Frozen fp32: the same with the frozen parts in float32, "
+        "as the stage builders load them today (Reasoner.from_pretrained and "
+        "Renderer.from_pretrained at their default dtype)."
+    )
+    print(textwrap.fill(notes, width=96, initial_indent="  ", subsequent_indent="  "))
 
 
 def main() -> None:
@@ -360,10 +492,19 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=17, help="frames of the reward videos")
     parser.add_argument("--size", type=int, default=64, help="height = width of the videos")
     parser.add_argument("--part", choices=("1", "2", "all"), default="all")
+    parser.add_argument(
+        "--scale",
+        choices=("toy", "paper"),
+        default="toy",
+        help="toy: parts 1 and 2 on the tiny models; paper: memory at the paper's scale",
+    )
     args = parser.parse_args()
+    quiet_model_libraries()
+    if args.scale == "paper":
+        paper_scale()
+        return
     if args.threads:
         torch.set_num_threads(args.threads)
-    quiet_model_libraries()
     print(f"load average {os.getloadavg()[0]:.2f}, torch threads {torch.get_num_threads()}")
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)

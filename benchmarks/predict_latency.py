@@ -1,4 +1,5 @@
-"""Prediction latency on CPU, stage by stage, for the tiny checkpoint and a bench-size model.
+"""Prediction latency on CPU, stage by stage, for the tiny checkpoint and a bench-size model
+(`--scale paper`: the paper's models, timed on a GPU).
 
 Two configurations of the same real classes (Qwen2.5-VL reasoner, Wan2.1 renderer) run
 side by side on one toy-world input video:
@@ -29,15 +30,26 @@ Per configuration it prints
   repetitions interleaved, median ratio;
 - parameter counts and the process's peak RSS so far (ru_maxrss).
 
+`--scale paper` measures the paper's models instead: Qwen2.5-VL-3B-Instruct and
+Wan2.1-T2V-1.3B (umT5-XXL included) at their published shapes with random weights
+(`vans.models.paper`). Everywhere it builds them on the meta device and prints their
+parameter counts against the published ones and the planned memory of inference; with CUDA
+it also times one answer of `VANSPipeline` on a 9.6-s input at the paper's settings
+(configs/paper/vans.yaml: 33 frames at 352x640, 50 steps, CFG 5, 6 reference latents; bf16,
+the VAE float32), after a short warm-up: the caption (the reasoner's stage, up to
+`sampling.max_new_tokens` tokens; random weights seldom stop earlier) and the video (the
+rest of the call), against the paper's ~4 s + ~35 s, and the peak CUDA memory.
+
 Run: `make bench` (with the toy-world benchmark) or
-`python benchmarks/predict_latency.py [--quick]` (about 1.5 min on 2 idle cores; --quick
-takes fewer repetitions, for smoke runs). Other processes on the machine skew every figure:
-the load average is printed at the start and the end.
+`python benchmarks/predict_latency.py [--quick] [--scale paper]` (about 1.5 min on 2 idle
+cores; --quick takes fewer repetitions, for smoke runs). Other processes on the machine skew
+every figure: the load average is printed at the start and the end.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import os
 import resource
@@ -50,9 +62,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import diffusers
+import _paper_scale
 import torch
-import transformers
 from diffusers import (
     WanPipeline,
 )
@@ -62,10 +73,13 @@ from transformers import (
     LogitsProcessorList,
 )
 
+from vans.cli.loading import quiet_model_libraries
 from vans.data.manifest import load_manifest
 from vans.data.toyworld import ToyWorldConfig, write_toyworld
 from vans.data.video import read_video
 from vans.models.checkpoint import VANSSettings, init_tiny, load_checkpoint
+from vans.models.paper import paper_models, plan_memory
+from vans.models.pipeline import VANSPipeline, load_input
 from vans.models.vdm import Renderer
 from vans.models.vlm import Reasoner, SamplingConfig
 from vans.timing import Timings
@@ -582,16 +596,87 @@ def report(cfgs: list[Config], results: list[dict[str, Any]], matmul: list[float
     print(NOTES)
 
 
+# ---------------------------------------------------------------- paper scale
+
+PAPER_CAPTION_S = 4.0
+PAPER_VIDEO_S = 35.0
+"""The paper's inference time on a GPU: ~4 s for the caption, ~35 s for the video."""
+
+
+def paper_latency(tmp: Path) -> None:
+    """`--scale paper` on a CUDA device: one timed answer after a warm-up (module docstring)."""
+    settings = _paper_scale.paper_settings()
+    sample = load_manifest(_paper_scale.paper_manifest(tmp))[0]
+    clip = load_input(
+        settings, video=sample.input.path, start=sample.input.start, end=sample.input.end
+    )
+    reasoner, renderer = paper_models("cuda")
+    renderer.set_shift(settings.flow_shift)  # as load_checkpoint does
+    warmup = dataclasses.replace(
+        settings, steps=2, sampling=dataclasses.replace(settings.sampling, max_new_tokens=8)
+    )
+    with torch.inference_mode():
+        VANSPipeline(reasoner, renderer, warmup)(sample.question, clip=clip)
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        timings = Timings()
+        start = time.perf_counter()
+        VANSPipeline(reasoner, renderer, settings)(sample.question, clip=clip, timings=timings)
+        torch.cuda.synchronize()  # the video's kernels may still be queued
+        total = time.perf_counter() - start
+    # "reason" ends once the answer is text, i.e. after the GPU has finished writing it.
+    caption, video = timings["reason"], total - timings["reason"]
+    s = settings
+    print(f"on {torch.cuda.get_device_name()}, bf16 (the VAE float32):")
+    print(
+        f"  caption {caption:6.1f} s   (paper ~{PAPER_CAPTION_S:.0f} s): input "
+        f"{len(clip.vlm_frames)} frames at {s.vlm_fps:g} fps, up to "
+        f"{s.sampling.max_new_tokens} new tokens"
+    )
+    print(
+        f"  video   {video:6.1f} s   (paper ~{PAPER_VIDEO_S:.0f} s): {s.num_frames} frames at "
+        f"{s.height}x{s.width}, {s.steps} steps, CFG {s.guidance_scale:g}, "
+        f"{s.num_reference_frames} reference latents"
+    )
+    print(
+        f"  peak CUDA memory {_paper_scale.gib(torch.cuda.max_memory_allocated())} of "
+        f"{_paper_scale.cuda_total()}"
+    )
+
+
+def paper_scale() -> None:
+    """`--scale paper`: sizes and planned memory everywhere, latency on a CUDA device."""
+    counts = _paper_scale.meta_counts()
+    _paper_scale.print_sizes(counts)
+    plan = plan_memory(counts)
+    print(
+        f"planned memory of inference: {_paper_scale.gib(plan.inference)} of parameters "
+        "(bf16, the VAE float32), activations excluded"
+    )
+    if not torch.cuda.is_available():
+        print("no CUDA device: caption and video latency are measured on a GPU only")
+        return
+    with tempfile.TemporaryDirectory() as tmp_dir:
+        paper_latency(Path(tmp_dir))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer repetitions (smoke run)")
+    parser.add_argument(
+        "--scale",
+        choices=("toy", "paper"),
+        default="toy",
+        help="toy: the tiny and bench models on CPU; paper: the paper's models (docstring)",
+    )
     args = parser.parse_args()
+    quiet_model_libraries()
+    if args.scale == "paper":
+        paper_scale()
+        return
     reps = QUICK if args.quick else FULL
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     torch.set_num_threads(cores or 1)
-    for library in (transformers, diffusers):
-        library.logging.set_verbosity_error()
-        library.logging.disable_progress_bar()
     warnings.filterwarnings("ignore", category=UserWarning)
     started = time.perf_counter()
     print(

@@ -349,8 +349,9 @@ def test_grpo_loss_gradcheck(loss_type):
 
 
 def test_pa_grpo_each_segment_learns_from_its_own_advantage():
-    """VideoP2R (SPEC §5): perception and reasoning advantages, each normalised in its group,
-    reach only their own tokens: the gradient on a perception token is -A_perception / n."""
+    """VideoP2R (docs/paper_facts.md#videop2r-process-aware-grpo): perception and reasoning
+    advantages, each normalised in its group, reach only their own tokens: the gradient on a
+    perception token is -A_perception / n."""
     perception = group_advantages(torch.tensor([1.0, 0.0]), 2, eps=0.0)  # [+r, -r]
     reasoning = group_advantages(torch.tensor([0.0, 0.0]), 2)  # constant group: no signal
     completion = torch.ones(2, 4)

@@ -21,7 +21,7 @@ import yaml
 
 from vans.io import atomic_dir, write_text
 from vans.models.errors import CheckpointError
-from vans.models.tiny import toy_corpus, train_reasoner_tokenizer, train_text_encoder_tokenizer
+from vans.models.tiny import toy_tokenizers
 from vans.models.vdm import Renderer
 from vans.models.vlm import REASONER_PRESETS, Reasoner, SamplingConfig
 
@@ -30,7 +30,8 @@ SETTINGS_FILE = "vans.yaml"
 
 @dataclass
 class VANSSettings:
-    """Inference settings stored in `vans.yaml` (paper defaults, SPEC §1)."""
+    """Inference settings stored in `vans.yaml` (paper defaults:
+    docs/paper_facts.md#inference-settings)."""
 
     num_reference_frames: int = 6
     """Clean VAE latent frames of the input video prepended at every step (0: text-to-video)."""
@@ -221,13 +222,9 @@ def init_tiny(path: str | Path, *, seed: int = 0, preset: str = "tiny") -> Path:
     if preset not in known:
         raise CheckpointError(f"unknown preset {preset!r}; known: {known}")
     settings = PRESET_SETTINGS.get(preset, TOY_SETTINGS)
-    corpus = toy_corpus()
+    reasoner_tokenizer, text_tokenizer = toy_tokenizers()
     reasoner = Reasoner.random(
-        train_reasoner_tokenizer(corpus),
-        seed=seed,
-        fps=settings.vlm_fps,
-        **REASONER_PRESETS[preset],
+        reasoner_tokenizer, seed=seed, fps=settings.vlm_fps, **REASONER_PRESETS[preset]
     )
-    tokenizer = train_text_encoder_tokenizer(corpus)
-    renderer = Renderer.random(tokenizer, seed=seed, **RENDERER_PRESETS[preset])
+    renderer = Renderer.random(text_tokenizer, seed=seed, **RENDERER_PRESETS[preset])
     return save_checkpoint(path, reasoner, renderer, settings)

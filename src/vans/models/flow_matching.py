@@ -13,7 +13,8 @@ touching the loop:
 - `scheduler_step(scheduler)`: the diffusers scheduler's own `step` (flow-matching Euler,
   UniPC, ...). The default; it is what diffusers' `WanPipeline` does.
 - `euler_step`: the plain ODE Euler step `x + (sigma_next - sigma) * v`.
-- `sde_step(noise_level, generator)`: Flow-GRPO's SDE step (arXiv 2505.05470, SPEC §2),
+- `sde_step(noise_level, generator)`: Flow-GRPO's SDE step (arXiv 2505.05470,
+  docs/paper_facts.md#flow-grpo-sde-step),
   the stochastic sampler whose every step has a Gaussian log-probability, which is what
   GRPO needs from a flow model. `sde_step_with_logprob` is the pure step; `sde_kl` the KL
   between two policies' steps. `vans.rl.flow_grpo` records trajectories with it.
@@ -30,12 +31,13 @@ It has the ODE's marginals (the reverse SDE of the same flow, Euler-Maruyama dis
 as a -> 0 it becomes the Euler step. The step's standard deviation is
 `std_dev * sqrt(-dt)`; its log-probability is averaged over the non-batch dimensions.
 
-Pitfall (SPEC §2): d log_prob / d v scales like sqrt(-dt (1 - sigma) / sigma) (times
-(1 + a^2/2) / a). A large timestep shift puts most steps near sigma = 1, where that factor
-is small, so the policy gradient of those steps nearly vanishes. With 10 steps it is
-0.024 at the first step with shift 5 (0.11 without shift), and below 0.1 for the first five
-steps (sigma > 0.86). Flow-GRPO's Wan script rescales each step's policy loss by
-std_dev / sqrt(-dt) against this; fewer or lower-shift training steps also help.
+Pitfall (docs/paper_facts.md#flow-grpo-sde-step): d log_prob / d v scales like
+sqrt(-dt (1 - sigma) / sigma) (times (1 + a^2/2) / a). A large timestep shift puts most
+steps near sigma = 1, where that factor is small, so the policy gradient of those steps
+nearly vanishes. With 10 steps it is 0.024 at the first step with shift 5 (0.11 without
+shift), and below 0.1 for the first five steps (sigma > 0.86). Flow-GRPO's Wan script
+rescales each step's policy loss by std_dev / sqrt(-dt) against this; fewer or lower-shift
+training steps also help.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """What the reasoner reads and writes: the system prompt, the chat format and the answer format.
 
-Answer format (paper, SPEC §1): the model reasons inside `[Think]...[/Think]`, then describes
-the next event inside `[Ans]...[/Ans]`; only the `[Ans]` text reaches the video generator.
+Answer format (docs/paper_facts.md#answer-format): the model reasons inside
+`[Think]...[/Think]`, then describes the next event inside `[Ans]...[/Ans]`; only the `[Ans]`
+text reaches the video generator.
 
 Chat format: Qwen2.5-VL's ChatML. `build_prompt` writes exactly what Qwen2.5-VL-Instruct's chat
 template renders for

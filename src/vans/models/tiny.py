@@ -65,6 +65,13 @@ def toy_corpus(num_samples: int = 400, seed: int = 0) -> list[str]:
     return texts
 
 
+def toy_tokenizers() -> tuple[PreTrainedTokenizerFast, PreTrainedTokenizerFast]:
+    """The reasoner's and the text encoder's tokenizers, trained on `toy_corpus()`: what
+    every randomly initialised model of the project reads with (no download)."""
+    corpus = toy_corpus()
+    return train_reasoner_tokenizer(corpus), train_text_encoder_tokenizer(corpus)
+
+
 def train_reasoner_tokenizer(
     texts: Iterable[str], vocab_size: int = 1024
 ) -> PreTrainedTokenizerFast:

@@ -5,13 +5,14 @@ The components are diffusers' and transformers' real Wan2.1 classes
 and a flow-matching scheduler), stored in the diffusers layout of
 `Wan-AI/Wan2.1-T2V-1.3B-Diffusers`.
 
-Conditioning on the input video (SPEC §1): the whole input video is VAE-encoded to T'
-latent frames, n of them (`floor(linspace(0, T'-1, n))`, n = 6 by default) are kept, and
-at every denoising step these clean latents are concatenated in front of the noisy
-latents along time. The transformer sees one timestep for all tokens, and its output for
-the reference frames is dropped. With n = 0 (or no video) the renderer is exactly
-diffusers' `WanPipeline` text-to-video: same prompt encoding, same initial noise for the
-same seed, same CFG, same scheduler steps, same decoding.
+Conditioning on the input video (docs/paper_facts.md#reference-frame-conditioning): the
+whole input video is VAE-encoded to T' latent frames, n of them
+(`floor(linspace(0, T'-1, n))`, n = 6 by default) are kept, and at every denoising step
+these clean latents are concatenated in front of the noisy latents along time. The
+transformer sees one timestep for all tokens, and its output for the reference frames is
+dropped. With n = 0 (or no video) the renderer is exactly diffusers' `WanPipeline`
+text-to-video: same prompt encoding, same initial noise for the same seed, same CFG, same
+scheduler steps, same decoding.
 
 `predict_velocity` is the one model call shared by the ODE sampler here and by the
 Flow-GRPO SDE sampler (see `vans.models.flow_matching`); its conditional half,
@@ -277,27 +278,65 @@ class Renderer:
     ) -> Renderer:
         """A randomly initialised Wan2.1 whose sizes are `TINY_TRANSFORMER`, `TINY_VAE` and
         `TINY_TEXT_ENCODER` updated with the given dicts (the DiT's `text_dim` follows the
-        text encoder's `d_model`). The same seed gives the same weights; the global RNG is
-        left untouched.
-        """
+        text encoder's `d_model`), the text encoder's vocabulary and special ids the
+        tokenizer's (`from_configs`)."""
         if tokenizer.pad_token_id is None or tokenizer.eos_token_id is None:
             raise ValueError("the tokenizer needs pad and eos tokens (umT5 uses pad id 0)")
         t5_sizes = {**TINY_TEXT_ENCODER, **(text_encoder or {})}
+        return cls.from_configs(
+            tokenizer,
+            transformer={
+                **TINY_TRANSFORMER,
+                **(transformer or {}),
+                "text_dim": t5_sizes["d_model"],
+            },
+            vae={**TINY_VAE, **(vae or {})},
+            text_encoder={
+                "vocab_size": len(tokenizer),
+                "pad_token_id": tokenizer.pad_token_id,
+                "eos_token_id": tokenizer.eos_token_id,
+                "decoder_start_token_id": tokenizer.pad_token_id,
+                **t5_sizes,
+            },
+            seed=seed,
+        )
+
+    @classmethod
+    def from_configs(
+        cls,
+        tokenizer: Any,
+        *,
+        transformer: dict[str, Any],
+        vae: dict[str, Any],
+        text_encoder: dict[str, Any],
+        seed: int = 0,
+    ) -> Renderer:
+        """A randomly initialised Wan2.1 from the configs of its parts (the contents of a
+        diffusers-layout directory's transformer/, vae/ and text_encoder/ config.json; a
+        published one too: `vans.models.paper`), on the current default device and dtype,
+        so that under `torch.device("meta")` nothing is allocated. The tokenizer must fit
+        the text encoder: every id inside its vocabulary, the same pad and eos ids. The same
+        seed gives the same weights; the CPU's global RNG is left untouched."""
+        t5_config = UMT5Config.from_dict(text_encoder)
+        problems = []
+        if len(tokenizer) > t5_config.vocab_size:
+            problems.append(
+                f"the tokenizer has {len(tokenizer)} tokens, the text encoder's vocabulary "
+                f"{t5_config.vocab_size}"
+            )
+        for name in ("pad_token_id", "eos_token_id"):
+            if getattr(tokenizer, name) != getattr(t5_config, name):
+                problems.append(
+                    f"the tokenizer's {name} is {getattr(tokenizer, name)}, the text "
+                    f"encoder's {getattr(t5_config, name)}"
+                )
+        if problems:
+            raise ValueError("; ".join(problems))
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            dit = WanTransformer3DModel(
-                **{**TINY_TRANSFORMER, **(transformer or {}), "text_dim": t5_sizes["d_model"]}
-            )
-            autoencoder = AutoencoderKLWan(**{**TINY_VAE, **(vae or {})})
-            encoder = UMT5EncoderModel(
-                UMT5Config(
-                    vocab_size=len(tokenizer),
-                    pad_token_id=tokenizer.pad_token_id,
-                    eos_token_id=tokenizer.eos_token_id,
-                    decoder_start_token_id=tokenizer.pad_token_id,
-                    **t5_sizes,
-                )
-            )
+            dit = WanTransformer3DModel.from_config(transformer)
+            autoencoder = AutoencoderKLWan.from_config(vae)
+            encoder = UMT5EncoderModel(t5_config)
         for module in (dit, autoencoder, encoder):
             module.eval()
         return cls(dit, autoencoder, encoder, tokenizer, FlowMatchEulerDiscreteScheduler(shift=5.0))

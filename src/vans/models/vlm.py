@@ -19,6 +19,7 @@ prompt also share the encoding. mRoPE positions still come from `input_ids`,
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 import warnings
@@ -282,34 +283,52 @@ class Reasoner:
     ) -> Reasoner:
         """A randomly initialised Qwen2.5-VL whose sizes are `TINY_TEXT` / `TINY_VISION`
         updated with `text` / `vision` (vocabulary and special-token ids come from the
-        tokenizer). The same seed gives the same weights; the global RNG is left untouched."""
-        tok_id = tokenizer.convert_tokens_to_ids
-        needed = (END_OF_TEXT, IM_END, VIDEO_PAD, IMAGE_PAD, VISION_START, VISION_END)
-        missing = [t for t in needed if tok_id(t) is None or tok_id(t) == tokenizer.unk_token_id]
-        if missing:
-            raise ValueError(f"the tokenizer lacks Qwen's special tokens {missing}")
+        tokenizer); see `from_config`."""
+        text_ids, ids = _special_token_ids(tokenizer)
         config = Qwen2_5_VLConfig(
-            text_config={
-                **TINY_TEXT,
-                **(text or {}),
-                "vocab_size": len(tokenizer),
-                "bos_token_id": tok_id(END_OF_TEXT),
-                "eos_token_id": tok_id(IM_END),
-                "pad_token_id": tok_id(END_OF_TEXT),
-            },
+            text_config={**TINY_TEXT, **(text or {}), "vocab_size": len(tokenizer), **text_ids},
             vision_config={**TINY_VISION, **(vision or {})},
-            image_token_id=tok_id(IMAGE_PAD),
-            video_token_id=tok_id(VIDEO_PAD),
-            vision_start_token_id=tok_id(VISION_START),
-            vision_end_token_id=tok_id(VISION_END),
+            **ids,
         )
+        return cls.from_config(
+            config, tokenizer, seed=seed, fps=fps, min_pixels=min_pixels, max_pixels=max_pixels
+        )
+
+    @classmethod
+    def from_config(
+        cls,
+        config: Qwen2_5_VLConfig,
+        tokenizer: PreTrainedTokenizerBase,
+        *,
+        seed: int = 0,
+        fps: float = 1.0,
+        min_pixels: int = VIDEO_MIN_PIXELS,
+        max_pixels: int = VIDEO_MAX_PIXELS,
+    ) -> Reasoner:
+        """A randomly initialised Qwen2.5-VL of `config`'s sizes (a published config.json
+        too: `vans.models.paper`), on the current default device and dtype, so that under
+        `torch.device("meta")` nothing is allocated. The special-token ids are set to the
+        tokenizer's, whose ids must all fit the vocabulary. The same seed gives the same
+        weights; the CPU's global RNG is left untouched."""
+        text_ids, ids = _special_token_ids(tokenizer)
+        if len(tokenizer) > config.text_config.vocab_size:
+            raise ValueError(
+                f"the tokenizer has {len(tokenizer)} tokens, the model's vocabulary "
+                f"{config.text_config.vocab_size}"
+            )
+        config = copy.deepcopy(config)
+        for name, value in text_ids.items():
+            setattr(config.text_config, name, value)
+        for name, value in ids.items():
+            setattr(config, name, value)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             model = Qwen2_5_VLForConditionalGeneration(config)
+        # Stop at <|im_end|> or <|endoftext|>, as Qwen2.5-VL-Instruct's generation_config.json.
         model.generation_config = GenerationConfig(
-            bos_token_id=tok_id(END_OF_TEXT),
-            eos_token_id=[tok_id(IM_END), tok_id(END_OF_TEXT)],
-            pad_token_id=tok_id(END_OF_TEXT),
+            bos_token_id=text_ids["bos_token_id"],
+            eos_token_id=[text_ids["eos_token_id"], text_ids["pad_token_id"]],
+            pad_token_id=text_ids["pad_token_id"],
         )
         model.eval()
         return cls(model, tokenizer, fps=fps, min_pixels=min_pixels, max_pixels=max_pixels)
@@ -800,6 +819,28 @@ def _quiet_peft() -> Iterator[None]:
             "ignore", message=".*is_gradient_checkpointing", category=FutureWarning
         )
         yield
+
+
+def _special_token_ids(tokenizer: PreTrainedTokenizerBase) -> tuple[dict[str, int], dict[str, int]]:
+    """The ids of Qwen's special tokens in `tokenizer`, as a Qwen2.5-VL config names them:
+    (those of its text config, those of the top-level config)."""
+    tok_id = tokenizer.convert_tokens_to_ids
+    needed = (END_OF_TEXT, IM_END, VIDEO_PAD, IMAGE_PAD, VISION_START, VISION_END)
+    missing = [t for t in needed if tok_id(t) is None or tok_id(t) == tokenizer.unk_token_id]
+    if missing:
+        raise ValueError(f"the tokenizer lacks Qwen's special tokens {missing}")
+    text = {
+        "bos_token_id": tok_id(END_OF_TEXT),
+        "eos_token_id": tok_id(IM_END),
+        "pad_token_id": tok_id(END_OF_TEXT),
+    }
+    top = {
+        "image_token_id": tok_id(IMAGE_PAD),
+        "video_token_id": tok_id(VIDEO_PAD),
+        "vision_start_token_id": tok_id(VISION_START),
+        "vision_end_token_id": tok_id(VISION_END),
+    }
+    return text, top
 
 
 def _check_model_dir(path: Path) -> None:

@@ -1,1 +1,2 @@
-"""Rewards of Joint-GRPO (SPEC §2): format, caption ROUGE-L, video and caption similarities."""
+"""Rewards of Joint-GRPO (docs/paper_facts.md#joint-grpo): format, caption ROUGE-L, video and
+caption similarities."""

@@ -1,7 +1,8 @@
 """Reward videos of Joint-GRPO Stage 1: the frozen renderer's video of every caption of a group.
 
-Rendering these videos is what Stage 1 costs (SPEC §6: peers render them one by one). A
-group of G captions written for one prompt is rendered
+Rendering these videos is what Stage 1 costs (peers render them one by one:
+docs/paper_facts.md#pitfalls-seen-in-other-implementations). A group of G captions written
+for one prompt is rendered
 
 - de-duplicated: captions equal after `clean_prompt` (what the text encoder actually sees)
   are rendered once and the video is scattered back to each of them. An SFT policy often

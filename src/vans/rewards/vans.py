@@ -1,4 +1,5 @@
-"""The rewards of VANS's Joint-GRPO (SPEC §2), one float per sample.
+"""The rewards of VANS's Joint-GRPO (docs/paper_facts.md#joint-grpo-stage-1 and
+docs/paper_facts.md#joint-grpo-stage-2), one float per sample.
 
     Stage 1 (VLM tuned, VDM frozen):  r_f + r_t1 + r_v1
     Stage 2 (VDM tuned, VLM anchor):  r_v2 + r_c2
@@ -16,7 +17,7 @@
 
 The pure functions take a batch and return a list of floats; `RewardFunction` wraps one of
 them with its name, weight and the completion segment it judges, for the GRPO trainer
-(which normalises and sums them; SPEC §2 sums per-reward group-normalised values, weight 1).
+(which sums per-reward group-normalised values, weight 1: docs/paper_facts.md#joint-grpo).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Flow-GRPO for the renderer: SDE trajectories with log-probs, and their re-scoring.
 
-The pieces a Joint-GRPO Stage 2 trainer (SPEC §2) needs from the Wan VDM, with the VANS
-reference conditioning and classifier-free guidance:
+The pieces a Joint-GRPO Stage 2 trainer (docs/paper_facts.md#joint-grpo-stage-2) needs from
+the Wan VDM, with the VANS reference conditioning and classifier-free guidance:
 
 1. `group_noise`: the initial noise of a group of G videos (shared or not).
 2. `sample_trajectory`: run `Renderer.denoise` (the inference loop itself) with a

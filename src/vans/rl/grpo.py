@@ -6,8 +6,8 @@ How the pieces fit, from rewards to a scalar loss:
    G; advantage = `(r - group mean) / (std + eps)`. `combine_rewards` does the same for
    several rewards per completion (normalise each then sum, or sum then normalise).
 2. `segment_token_advantages`: per-sample advantages of several segments (VideoP2R's
-   perception / reasoning, SPEC §5) spread onto the completion tokens of each segment,
-   giving per-token advantages `(B, L)`.
+   perception / reasoning, docs/paper_facts.md#videop2r-process-aware-grpo) spread onto the
+   completion tokens of each segment, giving per-token advantages `(B, L)`.
 3. Per token: `clipped_surrogate` (PPO-clip with DAPO's separate low/high epsilon) plus
    `beta * k3_kl` (Schulman's k3 estimator of KL(policy || reference)).
 4. `aggregate_loss` reduces the `(B, L)` token losses under the completion mask.
@@ -119,11 +119,12 @@ def combine_rewards(
 ) -> torch.Tensor:
     """Advantages `(B,)` from K rewards per completion, `rewards` `(B, K)`, groups adjacent.
 
-    "normalize_then_sum" (SPEC §2, "sum of the normalized individual rewards"; trl's
-    `normalize_then_sum`, GDPO): each reward column gets `group_advantages(scale=scale)`,
-    the columns are summed with `weights`, and the sum is z-scored once over the batch (as
-    trl does) so the advantage scale does not grow with K; that only subtracts the batch mean
-    (about 0) and divides by one positive number, keeping the ranking inside each group.
+    "normalize_then_sum" (docs/paper_facts.md#joint-grpo, "sum of the normalized individual
+    rewards"; trl's `normalize_then_sum`, GDPO): each reward column gets
+    `group_advantages(scale=scale)`, the columns are summed with `weights`, and the sum is
+    z-scored once over the batch (as trl does) so the advantage scale does not grow with K;
+    that only subtracts the batch mean (about 0) and divides by one positive number, keeping
+    the ranking inside each group.
     "sum_then_normalize" (trl's default): weighted sum of the raw rewards, then
     `group_advantages(scale=scale)`.
 

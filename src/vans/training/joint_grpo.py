@@ -1,5 +1,5 @@
-"""What the two Joint-GRPO stages share (SPEC §2): the GRPO settings, the data, the rewards'
-advantages and the statistics they log.
+"""What the two Joint-GRPO stages share (docs/paper_facts.md#joint-grpo): the GRPO settings, the
+data, the rewards' advantages and the statistics they log.
 
 Stage 1 (`joint_grpo_vlm`) tunes the reasoner's LoRA with r_f + r_t1 + r_v1, the reward
 videos rendered by the frozen renderer; Stage 2 (`joint_grpo_vdm`) tunes the renderer's DiT

@@ -1,5 +1,5 @@
 """Joint-GRPO Stage 2: Flow-GRPO on the renderer's DiT, the reasoner frozen as the anchor
-(SPEC §2; `vans train joint-grpo --stage 2`).
+(docs/paper_facts.md#joint-grpo-stage-2; `vans train joint-grpo --stage 2`).
 
 Per prompt of a batch (a training sample), everything random drawn from the prompt's seed:
 
@@ -23,9 +23,10 @@ Per prompt of a batch (a training sample), everything random drawn from the prom
 The loop takes one optimizer step per batch of fresh rollouts, so every update is the first
 on-policy one: the ratio is exactly 1, the clip never binds and the gradient is
 A * grad log p. `ratio/min` and `ratio/max` are logged to catch a mismatch between sampling
-and re-scoring (SPEC §6). `video/frame_diff`, the mean absolute change between consecutive
-frames, falls towards 0 when the renderer learns static videos: the reward hacking the paper
-sees without r_c2 (`grpo.reward_weights: {r_c2: 0}`).
+and re-scoring (docs/paper_facts.md#pitfalls-seen-in-other-implementations).
+`video/frame_diff`, the mean absolute change between consecutive frames, falls towards 0
+when the renderer learns static videos: the reward hacking the paper sees without r_c2
+(`grpo.reward_weights: {r_c2: 0}`).
 
 Memory: the gradient graph of every trained step of every prompt of a micro-batch is held
 until the loop's backward; `gradient_checkpointing`, a smaller `flow.timestep_fraction` or

@@ -1,4 +1,5 @@
-"""Joint-GRPO Stage 1: the reasoner learns captions that are right and renderable (SPEC §2).
+"""Joint-GRPO Stage 1: the reasoner learns captions that are right and renderable
+(docs/paper_facts.md#joint-grpo-stage-1).
 
 Per prompt (input video, question, ground truth) of a batch, from the prompt's seed:
 
@@ -11,9 +12,10 @@ Per prompt (input video, question, ground truth) of a batch, from the prompt's s
    reward video vs the ground-truth video); advantages by `joint_grpo.segment_advantages`;
 4. update: the per-token log-probabilities of exactly the sampled tokens, recomputed with
    the video fed through the vision tower in this forward (trl's trainer drops the video
-   here and trains the policy blind, SPEC §6), PPO-clip + beta * k3 KL to the SFT model
-   (`rl.grpo.grpo_loss`). One update per rollout: the sampling policy is the current one,
-   so the ratio is exactly 1 and the clip only matters for its gradient's definition.
+   here and trains the policy blind, docs/paper_facts.md#pitfalls-seen-in-other-implementations),
+   PPO-clip + beta * k3 KL to the SFT model (`rl.grpo.grpo_loss`). One update per rollout:
+   the sampling policy is the current one, so the ratio is exactly 1 and the clip only
+   matters for its gradient's definition.
 
 Timings of the four phases are logged (`time/*`), with reward-video de-duplication, the
 think length and every reward.
@@ -73,7 +75,8 @@ class JointGRPOVLMConfig:
     over sequences (the paper's GRPO), "bnpo"/"dapo" over tokens, "dr_grpo"."""
     segment_advantages: bool = False
     """Give the [Think] tokens only the advantage of the rewards judging them (r_f) and the
-    [Ans] tokens that of r_f + r_t1 + r_v1 (segment-aware; SPEC §5's idea applied to VANS).
+    [Ans] tokens that of r_f + r_t1 + r_v1 (segment-aware: VideoP2R's per-process advantages,
+    docs/paper_facts.md#videop2r-process-aware-grpo, applied to VANS).
     Off: every reward judges every token, as in the paper."""
     train_lm_head: bool = False
     """Also tune the output head and final norm in full (`Reasoner.unfreeze_output_head`), as

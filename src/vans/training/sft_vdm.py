@@ -1,4 +1,6 @@
-"""Supervised fine-tuning of the renderer: flow matching on the Wan DiT (SPEC §1-§2).
+"""Supervised fine-tuning of the renderer: flow matching on the Wan DiT
+(docs/paper_facts.md#supervised-fine-tuning, with the reference-frame conditioning of
+docs/paper_facts.md#reference-frame-conditioning).
 
 Per sample, with x0 the VAE latents of the target clip and a noise level sigma:
 

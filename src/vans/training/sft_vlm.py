@@ -1,4 +1,5 @@
-"""Supervised fine-tuning of the reasoner: LoRA on Qwen2.5-VL's language model (SPEC §2).
+"""Supervised fine-tuning of the reasoner: LoRA on Qwen2.5-VL's language model
+(docs/paper_facts.md#supervised-fine-tuning).
 
 The model reads exactly what it reads at inference (`Reasoner.prepare`: the system prompt,
 the input video at the checkpoint's fps, the question, in Qwen's chat format) and is taught
