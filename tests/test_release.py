@@ -31,7 +31,9 @@ def test_release_answers_held_out_compositions_as_recorded(tmp_path) -> None:
     assert config.held_out_mode == "only" and config.held_out
     samples = load_manifest(write_toyworld(config, tmp_path))
     assert len(samples) == INFO["recipe"]["test_num"]
-    assert release_caption_figures(TOYWORLD_CHECKPOINT, samples)["rouge_l"] >= INFO["rouge_l"] - 1e-9
+    assert (
+        release_caption_figures(TOYWORLD_CHECKPOINT, samples)["rouge_l"] >= INFO["rouge_l"] - 1e-9
+    )
     assert INFO["rouge_l"] > 0.1  # an untrained model scores about 0.01
 
 
