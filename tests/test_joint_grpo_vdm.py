@@ -292,5 +292,5 @@ def test_shipped_configs_load(name):
         assert config.flow.num_steps == 10
     else:
         assert config.checkpoint == "runs/toy/joint_grpo_stage1/final"
-        assert config.embedder == "runs/toy/embedder"
+        assert config.embedder == "src/vans/assets/toyworld_base/embedder"  # the shipped judge
     assert config.train.out_dir == f"runs/{name}/joint_grpo_stage2"

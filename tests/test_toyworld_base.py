@@ -54,7 +54,10 @@ def test_bases_reproduce_their_recorded_figures(tmp_path) -> None:
     assert figures.keys() == info["check"].keys()
     for key, value in figures.items():
         recorded = info["check"][key]
+        # PSNR moves in the 4th digit with the thread count (float sums in another order);
+        # the shares are counts of objects and questions, exact.
+        tolerance = 0.01 if key == "vae_psnr" else 1e-9
         assert (math.isnan(recorded) and math.isnan(value)) or value == pytest.approx(
-            recorded, abs=1e-4
+            recorded, abs=tolerance
         ), key
     assert info["accepted"].keys() == figures.keys()  # the full held-out set's, same figures
