@@ -97,6 +97,7 @@ from vans.training.joint_grpo_vlm import (
     JointGRPOVLMTask,
     build_joint_grpo_vlm_task,
 )
+from vans.training.loop import adamw
 from vans.training.task import TrainTask
 
 G = 8
@@ -386,13 +387,7 @@ def measure_step(task: TrainTask, train: TrainConfig) -> str:
     loss, backward, clipping, AdamW), without the loop's checkpoints and metrics."""
     device = torch.device("cuda")
     params = [p for p in task.model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(
-        params,
-        lr=train.lr,
-        betas=train.adam_betas,
-        eps=train.adam_eps,
-        weight_decay=train.weight_decay,
-    )
+    optimizer = adamw(params, train)
     batch = send_to_device(task.collate([task.train_dataset()[0]], [0]), device)
     task.model.train()
     torch.cuda.synchronize()

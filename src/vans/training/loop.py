@@ -106,6 +106,17 @@ def micro_batch_positions(
     return [list(range(first, first + share)) for first in firsts]
 
 
+def adamw(params: list[torch.nn.Parameter], config: TrainConfig) -> torch.optim.AdamW:
+    """The optimizer every stage trains with, as `config` sets it."""
+    return torch.optim.AdamW(
+        params,
+        lr=config.lr,
+        betas=config.adam_betas,
+        eps=config.adam_eps,
+        weight_decay=config.weight_decay,
+    )
+
+
 def train(
     task: TrainTask,
     config: TrainConfig,
@@ -135,13 +146,7 @@ def train(
     params = list(trainable_parameters(model).values())
     if not params:
         raise ConfigError("the task's model has no parameter with requires_grad")
-    optimizer = torch.optim.AdamW(
-        params,
-        lr=config.lr,
-        betas=config.adam_betas,
-        eps=config.adam_eps,
-        weight_decay=config.weight_decay,
-    )
+    optimizer = adamw(params, config)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer,
         partial(
