@@ -42,6 +42,7 @@ from vans.evaluation.text_metrics import corpus_bleu, rouge_l
 from vans.evaluation.toy_truth import CHECKS, toy_truth
 from vans.evaluation.video_metrics import aligned_indices, clip_t, clip_v
 from vans.models.prompting import format_target
+from vans.outputs import OutputError
 
 COLOURS = {"red": (1.0, 0.0, 0.0), "green": (0.0, 1.0, 0.0), "blue": (0.0, 0.0, 1.0)}
 
@@ -288,7 +289,7 @@ def test_runner_resumes_without_redoing_finished_samples(toy_set: Path, tmp_path
     assert statuses == ["skipped"] * 3 + ["done"] * 2
     for key, value in full.metrics.items():
         assert resumed.metrics[key] == pytest.approx(value, rel=1e-9), key
-    with pytest.raises(EvalError, match=r"different settings.*rouge_variant"):
+    with pytest.raises(OutputError, match=r"other settings \(changed: rouge_variant\)"):
         evaluate(
             samples,
             second,
@@ -502,7 +503,7 @@ def test_eval_cli_skips_invalid_manifest_rows(toy_set: Path, tmp_path: Path, cap
         ["eval", "--manifest", str(manifest), "--out", str(tmp_path / "o"),
          "--predictions", str(tmp_path / "p")]
     )  # fmt: skip
-    assert code == 0
+    assert code == 1  # a table of fewer samples than asked for is not a success
     out = capsys.readouterr().out
     assert "skipping row" in out and "5 scored" in out and "1 failed" in out
     metrics = json.loads((tmp_path / "o" / "results.json").read_text())["metrics"]

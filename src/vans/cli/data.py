@@ -9,18 +9,18 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from vans.cli.apps import command_group
 from vans.cli.progress import progress_bar
 from vans.data.manifest import load_manifest, validate_manifest
-from vans.data.preview import write_preview
 from vans.data.schema import TaskType
-from vans.data.toyworld import FAMILIES, ToyWorldConfig, write_toyworld
+from vans.data.toyworld import FAMILY_NAMES, ToyWorldConfig
 from vans.errors import VansError
+from vans.outputs import claim_output
 
-data_app = typer.Typer(
-    help="Data sets: validate manifests, generate the toy world.", no_args_is_help=True
-)
+data_app = command_group()  # its help line is in vans.cli.main.COMMANDS
 console = Console()
 _TOY = ToyWorldConfig()  # CLI defaults come from the config's
+PREVIEW_SAMPLES = 12
 err_console = Console(stderr=True)
 
 
@@ -78,7 +78,7 @@ def toyworld(
         int, typer.Option(help="Frames per target clip.")
     ] = _TOY.target_frames,
     families: Annotated[
-        str, typer.Option(help=f"Comma-separated event families, from: {', '.join(FAMILIES)}.")
+        str, typer.Option(help=f"Comma-separated event families, from: {', '.join(FAMILY_NAMES)}.")
     ] = ",".join(_TOY.families),
     multi_future: Annotated[
         float, typer.Option(help="Chance a scene also emits its hypothetical-question future.")
@@ -89,6 +89,7 @@ def toyworld(
     held_out_mode: Annotated[
         str, typer.Option(help="exclude: never use held-out pairs; only: answers always use one.")
     ] = _TOY.held_out_mode,
+    overwrite: Annotated[bool, typer.Option(help="Replace whatever --out holds.")] = False,
 ) -> None:
     """Generate a deterministic toy-world VNEP data set (no downloads, known ground truth)."""
     config = ToyWorldConfig(
@@ -103,6 +104,9 @@ def toyworld(
         held_out=_split(held_out),
         held_out_mode=held_out_mode,
     )
+    claim_output(out, "data toyworld", config.to_dict(), resumable=False, overwrite=overwrite)
+    from vans.data.toyworld import write_toyworld  # torch and PyAV: only when generating
+
     progress = progress_bar(console)
     with progress:
         task = progress.add_task("toy world", total=num)
@@ -114,8 +118,14 @@ def toyworld(
 def preview(
     manifest: Annotated[Path, typer.Argument(help="JSON-lines manifest of VNEP samples.")],
     out: Annotated[Path, typer.Option(help="Output directory for grid.gif and index.html.")],
-    max_samples: Annotated[int, typer.Option(help="Samples to show.")] = _TOY.held_out_mode,
+    max_samples: Annotated[int, typer.Option(min=1, help="Samples to show.")] = PREVIEW_SAMPLES,
+    overwrite: Annotated[bool, typer.Option(help="Replace whatever --out holds.")] = False,
 ) -> None:
     """Write an animated GIF grid (input then target) and an HTML page of a data set."""
-    page = write_preview(load_manifest(manifest), out, max_samples=max_samples)
+    samples = load_manifest(manifest)
+    settings = {"manifest": manifest.resolve(), "max_samples": max_samples}
+    claim_output(out, "data preview", settings, resumable=False, overwrite=overwrite)
+    from vans.data.preview import write_preview  # torch and PyAV: only when drawing
+
+    page = write_preview(samples, out, max_samples=max_samples)
     console.print(f"preview: {page}", markup=False, highlight=False, soft_wrap=True)

@@ -24,11 +24,10 @@ from rich.console import Console
 from vans.assets import TOYWORLD_CHECKPOINT
 from vans.cli.loading import quiet_model_libraries
 from vans.data.manifest import load_manifest
-from vans.data.preview import sample_answer_strip
 from vans.data.schema import VideoRef, VNEPSample
-from vans.data.toyworld import ToyWorldConfig, write_toyworld
-from vans.data.video import write_gif, write_mp4
+from vans.data.toyworld import ToyWorldConfig
 from vans.errors import VansError
+from vans.outputs import claim_output
 
 if TYPE_CHECKING:
     from vans.models.pipeline import Answer
@@ -43,9 +42,14 @@ def demo(
     ] = TOYWORLD_CHECKPOINT,
     scenes: Annotated[int, typer.Option(min=1, help="Toy-world scenes to answer.")] = 4,
     seed: Annotated[int, typer.Option(help="Seed of the scenes and of the answers.")] = 100,
+    overwrite: Annotated[bool, typer.Option(help="Replace whatever --out holds.")] = False,
 ) -> None:
     """Answer fresh toy-world videos with the trained model: reasoning, caption and video."""
+    settings = {"checkpoint": checkpoint.resolve(), "scenes": scenes, "seed": seed}
+    claim_output(out, "demo", settings, resumable=False, overwrite=overwrite)
     quiet_model_libraries()
+    from vans.data.preview import sample_answer_strip
+    from vans.data.video import write_gif, write_mp4
     from vans.evaluation.runner import sample_truth
     from vans.models.checkpoint import check_checkpoint_dir
     from vans.models.pipeline import VANSPipeline, load_input
@@ -96,6 +100,8 @@ def demo(
 
 def _scenes(out: Path, count: int, seed: int) -> list[list[VNEPSample]]:
     """`count` scenes (questions grouped by input video), the first multi-future one first."""
+    from vans.data.toyworld import write_toyworld
+
     write_toyworld(ToyWorldConfig(num=4 * count, seed=seed, multi_future=0.5), out)
     by_scene: dict[VideoRef, list[VNEPSample]] = defaultdict(list)
     for sample in load_manifest(out / "manifest.jsonl"):

@@ -54,6 +54,7 @@ def eval_command(
     samples are also checked against their ground truth (objects, event, where the movers
     end), so a checkpoint renders their answer videos even when no video metric is asked."""
     from vans.data.manifest import validate_manifest
+    from vans.devices import resolve_device
     from vans.evaluation.embedders import load_embedder
     from vans.evaluation.fvd import I3D
     from vans.evaluation.report import results_markdown
@@ -69,6 +70,9 @@ def eval_command(
 
     if (checkpoint is None) == (predictions is None):
         raise VansError("give exactly one of --checkpoint and --predictions")
+    if limit is not None and limit < 1:
+        raise VansError(f"--limit must be >= 1, got {limit}")
+    device = str(resolve_device(device))
     report = validate_manifest(manifest)
     by_row: dict[str, list[str]] = {}
     for p in report.problems:
@@ -128,13 +132,18 @@ def eval_command(
             failures=failures,
             on_sample=on_sample,
         )
+    failed = counts["failed"] + len(failures)
     console.print(
-        f"{counts['done']} scored, {counts['skipped']} already done, "
-        f"{counts['failed'] + len(failures)} failed",
+        f"{counts['done']} scored, {counts['skipped']} already done, {failed} failed",
         markup=False,
     )
+    if counts["done"] + counts["skipped"] == 0:
+        raise VansError(f"{out}: no sample could be scored; the reasons are in failures.jsonl")
     console.print(results_markdown([result]), markup=False, highlight=False)
     console.print(f"results: {out / 'results.md'}, {out / 'results.json'}", markup=False)
+    if failed:
+        # The table stands for the scored samples only: a script must not take it for all.
+        raise typer.Exit(1)
 
 
 def _available(metric: str, has_embedder: bool, has_i3d: bool) -> bool:

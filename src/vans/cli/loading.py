@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
 from vans.errors import VansError
+
+if TYPE_CHECKING:
+    import torch
 
 
 def quiet_model_libraries() -> None:
@@ -19,6 +22,8 @@ def quiet_model_libraries() -> None:
 
 
 def parse_dtype(name: str) -> torch.dtype:
+    import torch
+
     choices = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
     if name not in choices:
         raise VansError(f"--dtype must be one of {', '.join(choices)}, got {name!r}")

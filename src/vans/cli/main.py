@@ -8,33 +8,62 @@ import sys
 # Weights and tokenizers load from local paths only; never wait on a hub.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+import importlib
+from typing import Any
+
 import typer
 from rich.console import Console
+from typer.core import TyperGroup
 
-from vans.cli.data import data_app
-from vans.cli.demo import demo
-from vans.cli.embedder import train_embedder
-from vans.cli.eval import eval_command
-from vans.cli.predict import init_tiny, predict
-from vans.cli.reproduce import reproduce_app
-from vans.cli.train import train_app
+from vans.cli.apps import command_group
 from vans.errors import VansError
 
-app = typer.Typer(
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "data": ("vans.cli.data", "data_app", "Data sets: validate manifests, generate the toy world."),
+    "train": ("vans.cli.train", "train_app", "Train a stage from a YAML config."),
+    "reproduce": ("vans.cli.reproduce", "reproduce_app", "The toy-world recipes."),
+    "demo": ("vans.cli.demo", "demo", "Answer fresh toy-world videos with the trained model."),
+    "init-tiny": ("vans.cli.predict", "init_tiny", "Write a tiny random VANS checkpoint."),
+    "predict": ("vans.cli.predict", "predict", "Predict what happens next, as a video."),
+    "eval": ("vans.cli.eval", "eval_command", "Score a checkpoint or saved answers."),
+}
+"""Each command: the module and name of its Typer app or function, and its line in `vans
+--help`. A command's module is imported only when it runs, so `vans --help` and the commands
+that load no model start at once (the model stack takes seconds to import)."""
+
+
+class _LazyGroup(TyperGroup):
+    """The `vans` group: lists `COMMANDS` from their help lines (plain help, not rich's,
+    which would import every command to draw its panel), imports one to run it."""
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        return list(COMMANDS)
+
+    def get_command(self, ctx: Any, name: str) -> Any:
+        if name not in COMMANDS:
+            return None
+        module, attr, line = COMMANDS[name]
+        target = getattr(importlib.import_module(module), attr)
+        if not isinstance(target, typer.Typer):
+            single = command_group()
+            single.command(name)(target)
+            target = single
+        command = typer.main.get_command(target)
+        command.name = name
+        command.help = command.help or line
+        return command
+
+    def format_commands(self, ctx: Any, formatter: Any) -> None:
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, line) for name, (_, _, line) in COMMANDS.items()])
+
+
+cli = _LazyGroup(
     name="vans",
     help="Video-as-Answer: predict the next event of a video and show it as a video.",
     no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    add_completion=False,
+    rich_markup_mode=None,
 )
-app.add_typer(data_app, name="data")
-app.add_typer(train_app, name="train")
-app.add_typer(reproduce_app, name="reproduce")
-train_app.command("embedder")(train_embedder)
-app.command()(demo)
-app.command("init-tiny")(init_tiny)
-app.command()(predict)
-app.command("eval")(eval_command)
 err_console = Console(stderr=True)
 
 
@@ -45,7 +74,7 @@ def run(argv: list[str] | None = None) -> int:
     traceback; the tests call this directly instead of spawning a process.
     """
     try:
-        app(args=argv, prog_name="vans")
+        cli.main(args=argv, prog_name="vans")
     except SystemExit as exc:
         code = exc.code
         return code if isinstance(code, int) else (0 if code is None else 1)

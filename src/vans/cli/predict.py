@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import asdict
 from pathlib import Path
@@ -10,10 +9,13 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from vans.cli.loading import parse_dtype, quiet_model_libraries
 from vans.cli.progress import progress_bar
-from vans.data.video import write_mp4
+from vans.devices import resolve_device
+from vans.io import write_json
+from vans.outputs import claim_output, mark_output
 from vans.timing import Timings
 
 console = Console(soft_wrap=True)
@@ -26,13 +28,17 @@ def init_tiny(
         str,
         typer.Option(help="Renderer sizes: tiny (tests, fastest) or toy (learns the toy world)."),
     ] = "tiny",
+    overwrite: Annotated[bool, typer.Option(help="Replace whatever --out holds.")] = False,
 ) -> None:
     """Write a tiny random VANS checkpoint (real Qwen2.5-VL + Wan2.1 classes, toy tokenizers)."""
+    settings = {"seed": seed, "preset": preset}
+    claim_output(out, "init-tiny", settings, resumable=False, overwrite=overwrite)
     quiet_model_libraries()
     from vans.models.checkpoint import init_tiny as write_tiny_checkpoint
 
     with console.status("training tokenizers and building tiny models"):
         path = write_tiny_checkpoint(out, seed=seed, preset=preset)
+    mark_output(path, "init-tiny", settings)
     console.print(f"tiny checkpoint: {path}", markup=False, highlight=False)
 
 
@@ -51,12 +57,22 @@ def predict(
     dtype: Annotated[
         str, typer.Option(help="float32, or bfloat16 on a GPU (the VAE stays float32).")
     ] = "float32",
+    overwrite: Annotated[bool, typer.Option(help="Replace whatever --out holds.")] = False,
 ) -> None:
     """Predict what happens next: reasoning, a caption and a video per question."""
     quiet_model_libraries()
+    from vans.data.video import write_mp4
     from vans.models.pipeline import VANSPipeline, check_questions, load_input
 
     questions = check_questions(question)
+    resolve_device(device)  # before --out is made: a typo must not leave a folder behind
+    claim_output(
+        out,
+        "predict",
+        {"checkpoint": checkpoint, "video": video, "image": image, "questions": questions},
+        resumable=False,
+        overwrite=overwrite,
+    )
     timings = Timings()
     with timings.stage("load"):
         pipe = VANSPipeline.from_checkpoint(checkpoint, device=device, dtype=parse_dtype(dtype))
@@ -72,7 +88,6 @@ def predict(
             timings=timings,
             progress=lambda done, total: progress.update(task, completed=done, total=total),
         )
-    out.mkdir(parents=True, exist_ok=True)
     records = []
     for i, (q, a) in enumerate(zip(questions, answers, strict=True), 1):
         path = write_mp4(out / f"answer_{i}_{_slug(q)}.mp4", a.video, pipe.settings.output_fps)
@@ -85,7 +100,7 @@ def predict(
                 "video": path.name,
             }
         )
-        console.print(f"[bold]Q{i}[/] {q}", highlight=False)
+        console.print(f"[bold]Q{i}[/] {escape(q)}", highlight=False)
         console.print(f"  [Think] {a.think}", markup=False, highlight=False)
         console.print(f"  [Ans] {a.caption}", markup=False, highlight=False)
         console.print(f"  video: {path}", markup=False, highlight=False)
@@ -97,7 +112,7 @@ def predict(
         "settings": asdict(pipe.settings),
         "timings_s": {k: round(v, 4) for k, v in timings.items()},
     }
-    (out / "prediction.json").write_text(json.dumps(report, indent=2) + "\n")
+    write_json(out / "prediction.json", report)
     stages = ", ".join(f"{k} {v:.2f}s" for k, v in timings.items())
     console.print(f"timings: {stages}\nreport: {out / 'prediction.json'}", markup=False)
 

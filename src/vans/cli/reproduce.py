@@ -8,13 +8,12 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from vans.cli.apps import command_group
 from vans.cli.loading import quiet_model_libraries
 from vans.recipes.toybases import ToyBasesConfig
 from vans.recipes.toyworld import DEFAULT_CONFIGS, RecipeError, ToyRecipeConfig
 
-reproduce_app = typer.Typer(
-    help="Reproduce the paper's method end to end (in miniature, on CPU).", no_args_is_help=True
-)
+reproduce_app = command_group("Reproduce the paper's method end to end (in miniature, on CPU).")
 console = Console(soft_wrap=True)
 _DEFAULTS = ToyRecipeConfig()
 _BASE_DEFAULTS = ToyBasesConfig()
@@ -59,6 +58,9 @@ def toyworld(
             help="Training stages at once (independent ones, as subprocesses sharing --threads).",
         ),
     ] = _DEFAULTS.jobs,
+    overwrite: Annotated[
+        bool, typer.Option(help="Start again in an --out that holds a run with other settings.")
+    ] = False,
 ) -> None:
     """From the toy bases: generate toy data, train every stage (SFT of both models,
     Joint-GRPO Stage 1 and 2 per seed, a cascade baseline), evaluate all variants on
@@ -84,7 +86,7 @@ def toyworld(
         jobs=jobs,
         threads=threads,
     )
-    results = run_toyworld(config, console)
+    results = run_toyworld(config, console, overwrite=overwrite)
     console.print(results.read_text(), markup=False, highlight=False)
 
 
@@ -108,6 +110,9 @@ def toybases(
     threads: Annotated[
         int | None, typer.Option(help="torch threads (default: torch's choice).")
     ] = None,
+    overwrite: Annotated[
+        bool, typer.Option(help="Start again in an --out that holds a run with other settings.")
+    ] = False,
 ) -> None:
     """Train the toy world's foundation models from random weights: a reasoner that
     perceives toy clips, a renderer that draws them from text, and the judge embedder;
@@ -123,7 +128,7 @@ def toybases(
     config = ToyBasesConfig(
         out=str(out), configs=str(configs), train_num=train_num, overrides=_run_overrides(override)
     )
-    base = run_toybases(config, console)
+    base = run_toybases(config, console, overwrite=overwrite)
     console.print(f"toy bases: {base}")
 
 

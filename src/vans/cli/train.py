@@ -12,15 +12,15 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from vans.cli.apps import command_group
+from vans.cli.embedder import train_embedder
 from vans.cli.loading import quiet_model_libraries
 
-train_app = typer.Typer(
-    help=(
-        "Train: SFT of the reasoner (VLM) and of the renderer (VDM), Joint-GRPO; a toy "
-        "renderer's VAE; the toy-world embedder."
-    ),
-    no_args_is_help=True,
+train_app = command_group(
+    "Train: SFT of the reasoner (VLM) and of the renderer (VDM), Joint-GRPO; a toy "
+    "renderer's VAE; the toy-world embedder."
 )
+train_app.command("embedder")(train_embedder)
 console = Console(soft_wrap=True)
 
 ConfigFile = Annotated[

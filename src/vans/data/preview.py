@@ -89,11 +89,12 @@ def write_preview(
     samples: Sequence[VNEPSample],
     out_dir: str | Path,
     *,
+    max_samples: int,
     fps: float = 8.0,
     cell: tuple[int, int] = (128, 128),
-    max_samples: int = 12,
 ) -> Path:
-    """Write `grid.gif`, one GIF per sample and `index.html` into `out_dir`; return the page."""
+    """Write `grid.gif`, one GIF per sample and `index.html` into `out_dir` for the first
+    `max_samples` samples; return the page."""
     out = Path(out_dir)
     (out / "samples").mkdir(parents=True, exist_ok=True)
     chosen = list(samples)[:max_samples]

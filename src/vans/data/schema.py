@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -134,7 +135,7 @@ def parse_row(
     ]
     root = Path(os.path.abspath(root))
     values = {
-        "id": _text(row, "id", problems),
+        "id": _sample_id(row, problems),
         "input": _ref(row, "input", root, problems, check_files),
         "question": _text(row, "question", problems),
         "answer": _text(row, "answer", problems),
@@ -182,6 +183,30 @@ def _json_type(value: object) -> str:
 def _absent(mapping: dict[str, Any], key: str) -> str:
     """Message for a required `key` whose value is None: missing or an explicit null."""
     return "must not be null" if key in mapping else "required field is missing"
+
+
+SAMPLE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
+"""What a sample id may be: a file name on every system (outputs name files and folders
+after it), so never a path ("a/b", "..", "/abs")."""
+
+
+def check_sample_id(value: str) -> str | None:
+    """Why `value` cannot be a sample id, or None when it can."""
+    if SAMPLE_ID.fullmatch(value):
+        return None
+    return (
+        f"must be 1-200 letters, digits, '.', '_' or '-', starting with a letter or digit "
+        f"(it names output files), got {value!r}"
+    )
+
+
+def _sample_id(row: dict[str, Any], problems: list[FieldProblem]) -> str | None:
+    value = _text(row, "id", problems)
+    why = None if value is None else check_sample_id(value)
+    if why is not None:
+        problems.append(FieldProblem("id", why))
+        return None
+    return value
 
 
 def _text(

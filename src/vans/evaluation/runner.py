@@ -4,7 +4,7 @@ manifest, score each one, and aggregate the paper's table.
 Layout of the output directory::
 
     out/
-      eval_config.json        what produced the scores (checked on resume)
+      vans-output.json        what produced the scores (checked on resume: vans.outputs)
       samples/<id>/answer.mp4 the generated video (pipeline mode)
       samples/<id>/features.safetensors  FVD features of the answer and the ground truth
       samples/<id>/scores.json          written last: its presence marks the sample done
@@ -12,16 +12,16 @@ Layout of the output directory::
       failures.jsonl          samples that could not be scored, with the reason
       results.json / results.md
 
-A rerun skips every sample that has scores.json, so an interrupted evaluation resumes
-where it stopped; a bad sample (unreadable video, missing prediction) is recorded in
-failures.jsonl and skipped, and is retried on the next run.
+A rerun skips every sample whose scores.json reads back, so an interrupted evaluation
+resumes where it stopped (an unreadable one is scored again); a bad sample (unreadable
+video, missing prediction) is recorded in failures.jsonl and skipped, and is retried on the
+next run.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import re
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -42,6 +42,7 @@ from vans.evaluation.toy_truth import CHECKS, is_toy_sample, toy_truth
 from vans.evaluation.video_metrics import align_frames, clip_t, clip_v
 from vans.io import atomic_file, write_json, write_text
 from vans.models.prompting import parse_output
+from vans.outputs import claim_output
 
 VIDEO_METRICS = ("fvd", "clip_v", "clip_t")
 
@@ -120,8 +121,15 @@ class SavedPredictions:
         file = self.root / "predictions.jsonl"
         if not file.is_file():
             raise EvalError(f"{file}: not found; --predictions needs a predictions.jsonl")
+        try:
+            text = file.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise EvalError(
+                f"{file}: not UTF-8 text (byte {exc.start}); save it as UTF-8"
+            ) from None
         self.rows: dict[str, dict[str, Any]] = {}
-        for line_no, line in enumerate(file.read_text().split("\n"), 1):
+        lines: dict[str, int] = {}
+        for line_no, line in enumerate(text.split("\n"), 1):
             if not line.strip():
                 continue
             try:
@@ -136,6 +144,12 @@ class SavedPredictions:
                 raise EvalError(f"{file}:{line_no}: text: the raw output must be a string")
             if not isinstance(row.get("well_formed", False), bool):
                 raise EvalError(f"{file}:{line_no}: well_formed: must be true or false")
+            if row["id"] in lines:
+                raise EvalError(
+                    f"{file}:{line_no}: id {row['id']!r} is also on line {lines[row['id']]}; "
+                    "keep one prediction per sample"
+                )
+            lines[row["id"]] = line_no
             self.rows[row["id"]] = row
 
     def __call__(self, sample: VNEPSample) -> Prediction:
@@ -185,7 +199,8 @@ class SampleScores:
 
 @dataclass
 class EvalSettings:
-    """What to compute; written to eval_config.json and checked on resume."""
+    """What to compute; recorded in the output folder and checked on resume
+    (`vans.outputs`)."""
 
     metrics: tuple[str, ...] = METRICS
     rouge_variant: str = DEFAULT_ROUGE_VARIANT
@@ -259,7 +274,7 @@ def evaluate(
             f"unknown ROUGE-L variant {settings.rouge_variant!r}; choose from "
             f"{', '.join(ROUGE_VARIANTS)}"
         )
-    _claim_output(out, settings)
+    claim_output(out, "eval", asdict(settings), resumable=True)
     wants_video = any(m in VIDEO_METRICS for m in metrics)
     fvd_label = _fvd_label(embedder, i3d)
     records: list[SampleScores] = []
@@ -269,8 +284,8 @@ def evaluate(
         folder = sample_folder(out, sample.id)
         done = folder / "scores.json"
         try:
-            if done.is_file():
-                record = SampleScores(**json.loads(done.read_text()))
+            record = _finished(done)
+            if record is not None:
                 if record.truth is None and is_toy_sample(sample.extra):
                     _backfill_truth(record, sample, predictor, folder)
                 feats = _load_features(folder) if "fvd" in metrics else None
@@ -464,21 +479,16 @@ def _truth_rates(records: list[SampleScores]) -> dict[str, float | None]:
     return {key: _mean([r.truth.get(key) for r in records]) for key in CHECKS}
 
 
-def _claim_output(out: Path, settings: EvalSettings) -> None:
-    """Record the settings in a new output directory, or check a resumed one matches them:
-    mixing scores produced by two different set-ups would corrupt the table silently."""
-    file = out / "eval_config.json"
-    current = json.loads(json.dumps(asdict(settings)))
-    if file.is_file():
-        previous = json.loads(file.read_text())
-        if previous != current:
-            changed = sorted(k for k in current if previous.get(k) != current[k])
-            raise EvalError(
-                f"{out}: holds an evaluation made with different settings "
-                f"({', '.join(changed)}); use a new --out directory"
-            )
-        return
-    write_json(file, current)
+def _finished(done: Path) -> SampleScores | None:
+    """The scores of a sample an earlier run finished; None when there are none or they
+    cannot be read (a run killed while writing, a damaged disk): the sample is scored again."""
+    try:
+        return SampleScores(**json.loads(done.read_text(encoding="utf-8")))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, TypeError):
+        done.unlink(missing_ok=True)
+        return None
 
 
 def _write_failures(path: Path, failures: Sequence[dict[str, str]]) -> None:
@@ -487,8 +497,6 @@ def _write_failures(path: Path, failures: Sequence[dict[str, str]]) -> None:
 
 
 def sample_folder(out: str | Path, sample_id: str) -> Path:
-    """Where an evaluation in `out` keeps a sample's scores (and answer.mp4). Ids that need
-    changing to be a folder name get a hash, so two ids never share a folder ("a/b", "a_b")."""
-    safe = re.sub(r"[^A-Za-z0-9._-]", "_", sample_id)
-    name = safe if safe == sample_id else f"{safe}-{zlib.crc32(sample_id.encode()):08x}"
-    return Path(out) / "samples" / name
+    """Where an evaluation in `out` keeps a sample's scores (and answer.mp4); sample ids are
+    file names (`vans.data.schema.SAMPLE_ID`)."""
+    return Path(out) / "samples" / sample_id

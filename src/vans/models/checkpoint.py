@@ -19,6 +19,7 @@ from typing import Any
 import torch
 import yaml
 
+from vans.devices import resolve_device
 from vans.io import atomic_dir, write_text
 from vans.models.errors import CheckpointError
 from vans.models.tiny import toy_tokenizers
@@ -153,6 +154,7 @@ def load_checkpoint(
     `dtype` applies to the reasoner, the DiT and the text encoder (bfloat16 on a GPU); the
     VAE stays float32. The reasoner's fps comes from `vans.yaml`, the one place it is set.
     """
+    device = str(resolve_device(device))
     path = check_checkpoint_dir(path)
     settings = load_settings(path)
     lora = path / "vlm" / "lora"

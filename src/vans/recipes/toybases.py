@@ -37,6 +37,7 @@ from vans.errors import VansError
 from vans.evaluation.bases import base_figures
 from vans.io import atomic_dir
 from vans.models.checkpoint import SETTINGS_FILE, init_tiny
+from vans.outputs import claim_output
 from vans.recipes.steps import RecipeSteps
 from vans.training.config import load_config
 from vans.training.embedder import EmbedderTrainConfig, train_embedder
@@ -212,9 +213,14 @@ def final_eval(metrics: Path) -> dict[str, float]:
     return {"step": last["step"], **{k: v for k, v in last.items() if k.startswith("eval_")}}
 
 
-def run_toybases(config: ToyBasesConfig, console: Console | None = None) -> Path:
-    """Run the recipe (see the module docstring); return the assembled base directory."""
+def run_toybases(
+    config: ToyBasesConfig, console: Console | None = None, *, overwrite: bool = False
+) -> Path:
+    """Run the recipe (see the module docstring); return the assembled base directory. An
+    `out` holding a run with other settings is refused (`vans.outputs`) unless `overwrite`."""
     config.check()
+    settings = {k: v for k, v in asdict(config).items() if k != "out"}
+    claim_output(config.out, "reproduce toybases", settings, resumable=True, overwrite=overwrite)
     bases = _Bases(config, console or Console())
     bases.data()
     init = bases.out / "init"

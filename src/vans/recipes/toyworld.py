@@ -65,6 +65,7 @@ from vans.evaluation.toy_truth import TEXT_CHECKS
 from vans.io import atomic_dir, write_json, write_text
 from vans.models.checkpoint import SETTINGS_FILE, VANSSettings, load_settings, write_settings
 from vans.models.pipeline import VANSPipeline
+from vans.outputs import claim_output
 from vans.recipes.steps import RecipeSteps
 from vans.recipes.toybases import EMBEDDER_DIR
 from vans.training.loop import FINAL_DIR
@@ -456,9 +457,18 @@ class _Recipe:
         return target
 
 
-def run_toyworld(config: ToyRecipeConfig, console: Console | None = None) -> Path:
-    """Run the recipe (see the module docstring); return the path of results.md."""
+RESUME_FREE = ("out", "jobs", "threads")
+"""Recipe fields a resumed run may change: where it runs and how many processes it uses."""
+
+
+def run_toyworld(
+    config: ToyRecipeConfig, console: Console | None = None, *, overwrite: bool = False
+) -> Path:
+    """Run the recipe (see the module docstring); return the path of results.md. An `out`
+    holding a run with other settings is refused (`vans.outputs`) unless `overwrite`."""
     config.check()
+    settings = {k: v for k, v in asdict(config).items() if k not in RESUME_FREE}
+    claim_output(config.out, "reproduce toyworld", settings, resumable=True, overwrite=overwrite)
     recipe = _Recipe(config, console or Console())
     start = time.perf_counter()
     recipe.data()

@@ -1,0 +1,91 @@
+"""Bad input through the real CLI, one row per class of mistake: each exits non-zero with one
+line naming the culprit, no traceback, and leaves everything outside --out as it was."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from vans.cli.main import run
+from vans.data.toyworld import ToyWorldConfig, write_toyworld
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Path) -> dict[str, str]:
+    root = tmp_path_factory.mktemp("bad")
+    manifest = write_toyworld(ToyWorldConfig(num=1, size=(32, 32)), root / "toy")
+    (root / "a_file").write_text("x")
+    (root / "users").mkdir()
+    (root / "users" / "notes.txt").write_text("mine")
+    video = next((root / "toy" / "videos").glob("*_input.mp4"))
+    return {
+        "ckpt": str(tiny_checkpoint),
+        "manifest": str(manifest),
+        "video": str(video),
+        "file": str(root / "a_file"),
+        "users": str(root / "users"),
+        "root": str(root),
+    }
+
+
+CASES = {
+    "device unknown": (
+        ["predict", "--checkpoint", "{ckpt}", "--video", "{video}", "--question", "q",
+         "--out", "{root}/o1", "--device", "gpu"],
+        "device 'gpu': not a device name",
+    ),
+    "device unsupported": (
+        ["eval", "--checkpoint", "{ckpt}", "--manifest", "{manifest}", "--out", "{root}/o2",
+         "--device", "meta"],
+        "vans runs on cpu, cuda, mps, not meta",
+    ),
+    "device absent": (
+        ["predict", "--checkpoint", "{ckpt}", "--video", "{video}", "--question", "q",
+         "--out", "{root}/o3", "--device", "cuda:7"],
+        "device 'cuda:7'",
+    ),
+    "limit not positive": (
+        ["eval", "--checkpoint", "{ckpt}", "--manifest", "{manifest}", "--out", "{root}/o4",
+         "--limit", "-1"],
+        "--limit must be >= 1, got -1",
+    ),
+    "out is a file (init-tiny)": (["init-tiny", "--out", "{file}"], "a_file: is a file"),
+    "out is a file (toyworld)": (
+        ["data", "toyworld", "--out", "{file}", "--num", "1"], "a_file: is a file"
+    ),
+    "out holds a user's files (predict)": (
+        ["predict", "--checkpoint", "{ckpt}", "--video", "{video}", "--question", "q",
+         "--out", "{users}"],
+        "users: holds files that no vans predict wrote",
+    ),
+    "out holds a user's files (demo)": (
+        ["demo", "--checkpoint", "{ckpt}", "--out", "{users}"],
+        "users: holds files that no vans demo wrote",
+    ),
+    "out holds a user's files (recipe)": (
+        ["reproduce", "toyworld", "--out", "{users}"],
+        "users: holds files that no vans reproduce toyworld wrote",
+    ),
+    "out holds a data set (preview)": (
+        ["data", "preview", "{manifest}", "--out", "{root}/toy"],
+        "holds files that no vans data preview wrote",
+    ),
+}  # fmt: skip
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_bad_input_is_one_clear_line(case: str, world: dict[str, str], capsys) -> None:
+    template, message = CASES[case]
+    args = [a.format(**world) for a in template]
+    before = _tree(Path(world["root"]))
+    code = run(args)
+    err = capsys.readouterr().err
+    assert code != 0, f"{case}: exit 0"
+    assert "Traceback" not in err and message in " ".join(err.split()), err
+    after = _tree(Path(world["root"]))
+    assert {k: v for k, v in after.items() if k in before} == before  # nothing overwritten
