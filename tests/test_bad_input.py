@@ -74,6 +74,22 @@ CASES = {
 }  # fmt: skip
 
 
+CASES |= {
+    "fps nan": (["data", "toyworld", "--out", "{root}/t1", "--fps", "nan"], "fps must be"),
+    "seed negative": (["data", "toyworld", "--out", "{root}/t2", "--seed", "-1"], "--seed"),
+    "seed huge": (
+        ["predict", "--checkpoint", "{ckpt}", "--video", "{video}", "--question", "q",
+         "--out", "{root}/o5", "--seed", "99999999999999999999"],
+        "--seed",
+    ),
+    "threads zero": (["reproduce", "toyworld", "--out", "{root}/r", "--threads", "0"], "--threads"),
+    "max samples zero": (
+        ["data", "preview", "{manifest}", "--out", "{root}/p", "--max-samples", "0"],
+        "--max-samples",
+    ),
+}  # fmt: skip
+
+
 def _tree(root: Path) -> dict[str, bytes]:
     return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
 

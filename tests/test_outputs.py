@@ -4,6 +4,7 @@ owns is deleted, a resumed run never mixes two set-ups, and results that lie exi
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -158,3 +159,14 @@ def test_predict_prints_questions_with_markup_verbatim(
     report = json.loads((tmp_path / "o" / "prediction.json").read_text())
     assert report["answers"][0]["question"] == question
     assert question in capsys.readouterr().out
+
+
+def test_written_checkpoints_are_readable_by_others(tmp_path: Path) -> None:
+    """Weights saved through the model libraries' temporary files came out 0600."""
+    old = os.umask(0o022)
+    try:
+        assert run(["init-tiny", "--out", str(tmp_path / "c")]) == 0
+    finally:
+        os.umask(old)
+    modes = {oct(p.stat().st_mode & 0o777) for p in (tmp_path / "c").rglob("*") if p.is_file()}
+    assert modes == {"0o644"}

@@ -41,11 +41,21 @@ def atomic_dir(path: str | Path) -> Iterator[Path]:
     tmp.chmod(0o777 & ~umask)  # mkdtemp's 0700 would make the result private
     try:
         yield tmp
+        _usual_permissions(tmp, umask)
         if path.exists():
             shutil.rmtree(path)
         os.replace(tmp, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _usual_permissions(root: Path, umask: int) -> None:
+    """Give everything under `root` the permissions a plain write would (libraries that
+    write through temporary files, as transformers' and diffusers' `save_pretrained` do,
+    leave weights at 0600: unreadable to the others sharing a checkpoint)."""
+    for path in root.rglob("*"):
+        if not path.is_symlink():
+            path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
 
 
 def write_text(path: str | Path, text: str) -> Path:

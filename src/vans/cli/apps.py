@@ -11,3 +11,7 @@ def command_group(help: str | None = None) -> typer.Typer:
     return typer.Typer(
         help=help, no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False
     )
+
+
+SEEDS = {"min": 0, "max": 2**32 - 1}
+"""The range of every seed option: what numpy's and torch's generators all accept."""

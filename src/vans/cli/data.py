@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from vans.cli.apps import command_group
+from vans.cli.apps import SEEDS, command_group
 from vans.cli.progress import progress_bar
 from vans.data.manifest import load_manifest, validate_manifest
 from vans.data.schema import TaskType
@@ -67,8 +67,10 @@ def _split(text: str) -> tuple[str, ...]:
 @data_app.command()
 def toyworld(
     out: Annotated[Path, typer.Option(help="Output directory (manifest.jsonl, videos/).")],
-    num: Annotated[int, typer.Option(help="Number of samples (manifest rows).")] = _TOY.num,
-    seed: Annotated[int, typer.Option(help="Random seed: same seed, same data.")] = _TOY.seed,
+    num: Annotated[int, typer.Option(min=1, help="Number of samples (manifest rows).")] = _TOY.num,
+    seed: Annotated[
+        int, typer.Option(**SEEDS, help="Random seed: same seed, same data.")
+    ] = _TOY.seed,
     size: Annotated[
         str, typer.Option(help="Canvas HxW, square or landscape, up to 352x640.")
     ] = "x".join(map(str, _TOY.size)),

@@ -22,6 +22,7 @@ import typer
 from rich.console import Console
 
 from vans.assets import TOYWORLD_CHECKPOINT
+from vans.cli.apps import SEEDS
 from vans.cli.loading import quiet_model_libraries
 from vans.data.manifest import load_manifest
 from vans.data.schema import VideoRef, VNEPSample
@@ -41,7 +42,9 @@ def demo(
         Path, typer.Option(help="VANS checkpoint (default: the shipped toy-world model).")
     ] = TOYWORLD_CHECKPOINT,
     scenes: Annotated[int, typer.Option(min=1, help="Toy-world scenes to answer.")] = 4,
-    seed: Annotated[int, typer.Option(help="Seed of the scenes and of the answers.")] = 100,
+    seed: Annotated[
+        int, typer.Option(**SEEDS, help="Seed of the scenes and of the answers.")
+    ] = 100,
     overwrite: Annotated[bool, typer.Option(help="Replace whatever --out holds.")] = False,
 ) -> None:
     """Answer fresh toy-world videos with the trained model: reasoning, caption and video."""

@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from vans.cli.apps import SEEDS
 from vans.cli.progress import progress_bar
 from vans.training import embedder as training
 from vans.training.embedder import EmbedderProgress, EmbedderTrainConfig
@@ -38,7 +39,9 @@ def train_embedder(
     frames_per_sample: Annotated[
         int, typer.Option(help="Random frames per clip at each training step.")
     ] = _DEFAULTS.frames_per_sample,
-    seed: Annotated[int, typer.Option(help="Seed: split, initialisation, order.")] = _DEFAULTS.seed,
+    seed: Annotated[
+        int, typer.Option(**SEEDS, help="Seed: split, initialisation, order.")
+    ] = _DEFAULTS.seed,
 ) -> None:
     """Train the toy-world video-text embedder and report its held-out caption retrieval."""
     config = EmbedderTrainConfig(

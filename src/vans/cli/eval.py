@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from vans.cli.apps import SEEDS
 from vans.cli.loading import parse_dtype, quiet_model_libraries
 from vans.cli.progress import progress_bar
 from vans.errors import VansError
@@ -46,7 +47,9 @@ def eval_command(
     ] = "coco",
     name: Annotated[str | None, typer.Option(help="Row name in the table.")] = None,
     limit: Annotated[int | None, typer.Option(help="Evaluate only the first N samples.")] = None,
-    seed: Annotated[int, typer.Option(help="Base seed (each sample's depends on its id).")] = 0,
+    seed: Annotated[
+        int, typer.Option(**SEEDS, help="Base seed (each sample's depends on its id).")
+    ] = 0,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1, ...")] = "cpu",
     dtype: Annotated[str, typer.Option(help="float32, or bfloat16 on a GPU.")] = "float32",
 ) -> None:

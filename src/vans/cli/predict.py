@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
+from vans.cli.apps import SEEDS
 from vans.cli.loading import parse_dtype, quiet_model_libraries
 from vans.cli.progress import progress_bar
 from vans.devices import resolve_device
@@ -23,7 +24,7 @@ console = Console(soft_wrap=True)
 
 def init_tiny(
     out: Annotated[Path, typer.Option(help="Checkpoint directory to write.")],
-    seed: Annotated[int, typer.Option(help="Seed of the random weights.")] = 0,
+    seed: Annotated[int, typer.Option(**SEEDS, help="Seed of the random weights.")] = 0,
     preset: Annotated[
         str,
         typer.Option(help="Renderer sizes: tiny (tests, fastest) or toy (learns the toy world)."),
@@ -52,7 +53,7 @@ def predict(
     image: Annotated[
         Path | None, typer.Option(help="Input image, treated as a static clip.")
     ] = None,
-    seed: Annotated[int, typer.Option(help="Seed for sampling and noise.")] = 0,
+    seed: Annotated[int, typer.Option(**SEEDS, help="Seed for sampling and noise.")] = 0,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1, ...")] = "cpu",
     dtype: Annotated[
         str, typer.Option(help="float32, or bfloat16 on a GPU (the VAE stays float32).")

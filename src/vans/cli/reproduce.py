@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from vans.cli.apps import command_group
+from vans.cli.apps import SEEDS, command_group
 from vans.cli.loading import quiet_model_libraries
 from vans.recipes.toybases import ToyBasesConfig
 from vans.recipes.toyworld import DEFAULT_CONFIGS, RecipeError, ToyRecipeConfig
@@ -29,7 +29,9 @@ def toyworld(
     ] = DEFAULT_CONFIGS,
     seed: Annotated[
         list[int] | None,
-        typer.Option("--seed", help="RL seed (repeat); the first seed's model is the release."),
+        typer.Option(
+            "--seed", **SEEDS, help="RL seed (repeat); the first seed's model is the release."
+        ),
     ] = None,
     override: Annotated[
         list[str] | None,
@@ -39,17 +41,17 @@ def toyworld(
             "--set joint_grpo_stage1:train.steps=50 or --set embedder:steps=100 (repeat).",
         ),
     ] = None,
-    train_num: Annotated[int, typer.Option(help="Training samples.")] = _DEFAULTS.train_num,
-    val_num: Annotated[int, typer.Option(help="Validation samples.")] = _DEFAULTS.val_num,
+    train_num: Annotated[int, typer.Option(min=1, help="Training samples.")] = _DEFAULTS.train_num,
+    val_num: Annotated[int, typer.Option(min=1, help="Validation samples.")] = _DEFAULTS.val_num,
     test_num: Annotated[
-        int, typer.Option(help="Samples of each test split (in-distribution, held-out).")
+        int, typer.Option(min=1, help="Samples of each test split (in-distribution, held-out).")
     ] = _DEFAULTS.test_num,
     bases: Annotated[
         Path,
         typer.Option(help="Toy bases to start from (vans reproduce toybases' base/)."),
     ] = Path(_DEFAULTS.bases),
     threads: Annotated[
-        int | None, typer.Option(help="torch threads (default: torch's choice).")
+        int | None, typer.Option(min=1, help="torch threads (default: torch's choice).")
     ] = None,
     jobs: Annotated[
         int,
@@ -106,9 +108,11 @@ def toybases(
             "renderer_vae, renderer_t2v), e.g. --set reasoner:train.steps=100 (repeat).",
         ),
     ] = None,
-    train_num: Annotated[int, typer.Option(help="Training clips.")] = _BASE_DEFAULTS.train_num,
+    train_num: Annotated[
+        int, typer.Option(min=1, help="Training clips.")
+    ] = _BASE_DEFAULTS.train_num,
     threads: Annotated[
-        int | None, typer.Option(help="torch threads (default: torch's choice).")
+        int | None, typer.Option(min=1, help="torch threads (default: torch's choice).")
     ] = None,
     overwrite: Annotated[
         bool, typer.Option(help="Start again in an --out that holds a run with other settings.")

@@ -3,6 +3,7 @@ so that reading a config (the CLI's defaults, a recipe's splits) does not import
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -65,8 +66,10 @@ class ToyWorldConfig:
                 f"size must be HxW with 32 <= H <= W, H <= {MAX_SIZE[0]}, W <= {MAX_SIZE[1]}; "
                 f"got {h}x{w}"
             )
-        if self.fps <= 0:
-            yield f"fps must be positive, got {self.fps}"
+        if not 0 <= self.seed < 2**32:
+            yield f"seed must be in [0, 2**32), got {self.seed}"
+        if not (self.fps > 0 and math.isfinite(self.fps)):
+            yield f"fps must be a positive number, got {self.fps}"
         elif self.input_frames / self.fps < 2.0:
             yield f"input_frames must cover at least 2 s at {self.fps} fps, got {self.input_frames}"
         elif self.target_frames / self.fps < 1.0:
