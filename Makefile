@@ -41,6 +41,8 @@ bench: $(STAMP) bench-paper
 	$(BIN)/python benchmarks/bench_reward_videos.py
 	$(BIN)/python benchmarks/bench_joint_grpo.py
 	$(BIN)/python benchmarks/bench_training.py
+	$(BIN)/python benchmarks/read_video_memory.py
+	$(BIN)/python benchmarks/cli_startup.py
 
 # The paper's models at their published shapes: sizes and planned memory (meta device) on
 # any machine; with a GPU also caption and video latency and Joint-GRPO step memory.

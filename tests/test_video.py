@@ -14,6 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
+from vans.data import video as video_module
 from vans.data.video import (
     PROTOCOL_SIZE,
     Video,
@@ -445,3 +446,16 @@ def test_clip_with_zeroed_media_data(tmp_path: Path) -> None:
     with pytest.raises(VideoError) as exc_info:
         read_video(path)
     assert_video_error(exc_info, path, "corrupt or truncated: decoding failed after 0 frames")
+
+
+def test_a_window_too_long_to_hold_is_sampled_in_two_passes_to_the_same_frames(
+    tmp_path, monkeypatch
+):
+    """`num_frames` sampling of a window whose frames exceed the decode buffer counts them,
+    then decodes only the chosen ones: the same frames and rate as holding them all."""
+    frames = torch.randint(0, 256, (21, 32, 48, 3), dtype=torch.uint8)
+    path = write_mp4(tmp_path / "long.mp4", frames, 10.0)
+    held = read_video(path, num_frames=7, start=0.3)
+    monkeypatch.setattr(video_module, "_BUFFER_BYTES", 0)
+    streamed = read_video(path, num_frames=7, start=0.3)
+    assert torch.equal(streamed.frames, held.frames) and streamed.fps == held.fps

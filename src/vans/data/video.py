@@ -26,8 +26,7 @@ front looks like) raises `VideoError` rather than returning a silently shortened
 from __future__ import annotations
 
 import math
-from bisect import bisect_right
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
@@ -50,7 +49,9 @@ PROTOCOL_SIZE: tuple[int, int] = (352, 640)
 _EPS = 1e-6
 # Frames per interpolate call: bounds float32 memory to ~100 MB at protocol size.
 _RESIZE_CHUNK = 32
-_MP4_OPTIONS = {"crf": "18", "preset": "fast"}
+# One encoder thread: x264's threaded rate control and lookahead may decide differently from
+# run to run, and "same seed, same bytes" covers every MP4 vans writes.
+_MP4_OPTIONS = {"crf": "18", "preset": "fast", "threads": "1"}
 # Errors PyAV raises for unreadable/corrupt input; av.FFmpegError is not an OSError.
 _AV_ERRORS = (av.FFmpegError, OSError, UnicodeDecodeError)
 
@@ -96,46 +97,117 @@ def read_video(
         raise ValueError(f"num_frames must be >= 1, got {num_frames}")
     lo = 0.0 if start is None else float(start)
     hi = math.inf if end is None else float(end)
-    if lo < 0:
+    if not lo >= 0:  # NaN too
         raise VideoError(path, f"invalid window: start must be >= 0, got {lo}")
-    if hi <= lo:
+    if not hi > lo:
         raise VideoError(path, f"invalid window: end ({hi}) must be greater than start ({lo})")
-
-    times, decoded, native_fps, t_end = _decode_window(path, lo, hi)
     window = "the video" if start is None and end is None else _describe_window(lo, hi)
-    t_first = times[0]
     if fps is not None:
-        count = 0
-        while t_first + count / fps < t_end - _EPS:
-            count += 1
-        indices = [bisect_right(times, t_first + k / fps + _EPS) - 1 for k in range(count)]
-        out_fps = float(fps)
+        at_rate = _AtRate(float(fps))
+        _, _, t_end = _decode_window(path, lo, hi, at_rate)
+        frames, out_fps = at_rate.finish(t_end), float(fps)
     elif num_frames is not None:
-        if len(times) < num_frames:
-            raise VideoError(
-                path, f"{window} has only {len(times)} frames but {num_frames} were requested"
-            )
-        indices = np.rint(np.linspace(0, len(times) - 1, num_frames)).astype(int).tolist()
-        out_fps = num_frames / (t_end - t_first)
+        frames, out_fps = _evenly(path, lo, hi, num_frames, window)
     else:
-        indices = list(range(len(times)))
-        out_fps = native_fps
-
-    # Decoded frames stay in compact YUV until here; only the selected ones become RGB.
-    rgb: dict[int, torch.Tensor] = {}
-    for i in indices:
-        if i not in rgb:
-            rgb[i] = torch.from_numpy(decoded[i].to_ndarray(format="rgb24"))
-    frames = torch.stack([rgb[i] for i in indices])
+        every: list[torch.Tensor] = []
+        _, out_fps, _ = _decode_window(path, lo, hi, lambda i, t, f: every.append(_rgb(f)))
+        frames = every
+    frames = torch.stack(frames)
     if size is not None:
         frames = resize_center_crop(frames, size)
     return Video(frames=frames, fps=out_fps)
 
 
+# The frames a read returns are chosen as the decoder streams past them, so memory holds the
+# frames the caller asked for, not the clip: 33 frames of a 40-second 1080p clip, not 1200.
+
+_BUFFER_BYTES = 256 * 2**20
+"""Decoded frames `num_frames` sampling holds in one pass; a longer window is decoded twice
+(count, then keep the chosen frames) instead."""
+
+
+def _rgb(frame: av.VideoFrame) -> torch.Tensor:
+    return torch.from_numpy(frame.to_ndarray(format="rgb24"))
+
+
+class _AtRate:
+    """`fps=r` sampling, streaming: each time t_k = t_first + k / r takes the last frame at or
+    before it, known once a later frame (or the window's end) passes t_k."""
+
+    def __init__(self, fps: float) -> None:
+        self.fps = fps
+        self.t_first: float | None = None
+        self.k = 0
+        self.previous: av.VideoFrame | None = None
+        self.previous_rgb: torch.Tensor | None = None
+        self.frames: list[torch.Tensor] = []
+
+    def _target(self) -> float:
+        assert self.t_first is not None
+        return self.t_first + self.k / self.fps
+
+    def _take_previous(self) -> None:
+        if self.previous_rgb is None:
+            self.previous_rgb = _rgb(self.previous)
+        self.frames.append(self.previous_rgb)
+        self.k += 1
+
+    def __call__(self, index: int, t: float, frame: av.VideoFrame) -> None:
+        if self.t_first is None:
+            self.t_first = t
+        while self._target() + _EPS < t:
+            self._take_previous()
+        self.previous, self.previous_rgb = frame, None
+
+    def finish(self, t_end: float) -> list[torch.Tensor]:
+        while self._target() < t_end - _EPS:
+            self._take_previous()
+        return self.frames
+
+
+def _evenly(
+    path: Path, lo: float, hi: float, num_frames: int, window: str
+) -> tuple[list[torch.Tensor], float]:
+    """`num_frames=N` sampling: the frames at round(linspace(0, M - 1, N)) of the M in the
+    window, and the rate N / (t_end - t_first)."""
+    held: list[av.VideoFrame] = []
+    size = 0
+
+    def hold(index: int, t: float, frame: av.VideoFrame) -> None:
+        nonlocal size
+        if size <= _BUFFER_BYTES:
+            held.append(frame)
+            size += frame.width * frame.height * 3 // 2  # yuv420p
+        elif held:
+            held.clear()  # too long to hold: count now, decode the chosen frames again
+
+    times, _, t_end = _decode_window(path, lo, hi, hold)
+    if len(times) < num_frames:
+        raise VideoError(
+            path, f"{window} has only {len(times)} frames but {num_frames} were requested"
+        )
+    indices = np.rint(np.linspace(0, len(times) - 1, num_frames)).astype(int).tolist()
+    rate = num_frames / (t_end - times[0])
+    if len(held) == len(times):
+        return [_rgb(held[i]) for i in indices], rate
+    chosen: dict[int, torch.Tensor] = {}
+    wanted = set(indices)
+
+    def keep(index: int, t: float, frame: av.VideoFrame) -> None:
+        if index in wanted:
+            chosen[index] = _rgb(frame)
+
+    again, _, _ = _decode_window(path, lo, hi, keep)
+    if again != times:
+        raise VideoError(path, "decoded differently on a second pass; cannot sample it")
+    return [chosen[i] for i in indices], rate
+
+
 def _decode_window(
-    path: Path, lo: float, hi: float
-) -> tuple[list[float], list[av.VideoFrame], float, float]:
-    """Timestamps and frames in [lo, hi), the native fps, and the window end time."""
+    path: Path, lo: float, hi: float, on_frame: Callable[[int, float, av.VideoFrame], None]
+) -> tuple[list[float], float, float]:
+    """Decode the frames in [lo, hi), passing each to `on_frame(index in the window,
+    timestamp, frame)`; return their timestamps, the native fps and the window end time."""
     if not path.exists():
         raise VideoError(path, "file not found")
     if path.is_dir():
@@ -163,7 +235,6 @@ def _decode_window(
         container_end = None if container.duration is None else container.duration / av.time_base
 
         times: list[float] = []
-        decoded: list[av.VideoFrame] = []
         last_t = last_dur = None
         reached_eof = True
         n_decoded = 0
@@ -186,8 +257,8 @@ def _decode_window(
                 last_t = t
                 last_dur = float(frame.duration * tb) if frame.duration and tb else None
                 if t >= lo - _EPS:
+                    on_frame(len(times), t, frame)
                     times.append(t)
-                    decoded.append(frame)
         except _AV_ERRORS as exc:
             raise VideoError(
                 path, f"corrupt or truncated: decoding failed after {n_decoded} frames: {exc}"
@@ -215,7 +286,7 @@ def _decode_window(
             f"corrupt or truncated: frames end at {decoded_end:.3f} s "
             f"but the video stream declares {stream_end:.3f} s",
         )
-    return times, decoded, native_fps, min(hi, decoded_end)
+    return times, native_fps, min(hi, decoded_end)
 
 
 def _describe_window(lo: float, hi: float) -> str:
