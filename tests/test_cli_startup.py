@@ -14,7 +14,7 @@ import pytest
 
 from vans.data.toyworld import ToyWorldConfig, write_toyworld
 
-HEAVY = ("torch", "transformers", "diffusers", "av", "peft", "accelerate")
+HEAVY = ("torch", "transformers", "diffusers", "peft", "accelerate")
 
 PROBE = f"""
 import json, sys

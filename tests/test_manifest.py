@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 from vans.cli.main import run
 from vans.data.manifest import (
@@ -23,15 +25,17 @@ from vans.data.schema import (
     sample_from_row,
     sample_to_row,
 )
+from vans.data.toyworld import ToyWorldConfig, write_toyworld
+from vans.data.video import write_mp4
 
 
 @pytest.fixture
 def videos(tmp_path: Path) -> Path:
-    """Empty stand-in video files: validation only checks that they exist."""
+    """Three 5-second videos (validation checks that they open and cover the windows)."""
     folder = tmp_path / "videos"
-    folder.mkdir()
+    frames = torch.zeros(40, 16, 16, 3, dtype=torch.uint8)
     for name in ("a.mp4", "b.mp4", "c.mp4"):
-        (folder / name).touch()
+        write_mp4(folder / name, frames, 8.0)
     return folder
 
 
@@ -74,7 +78,7 @@ def test_write_then_load_round_trip_with_relative_paths_on_disk(
     tmp_path: Path, videos: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     outside = tmp_path_factory.mktemp("elsewhere") / "c.mp4"
-    outside.touch()
+    shutil.copy(videos / "c.mp4", outside)
     samples = [
         make_sample(videos, "s1"),
         make_sample(videos, "s2", reasoning=None, extra={}, task=TaskType.PREDICTIVE),
@@ -251,3 +255,19 @@ def test_cli_validate_missing_manifest(tmp_path: Path, capsys: pytest.CaptureFix
     err = capsys.readouterr().err
     assert f"{path}: manifest file not found" in err
     assert "Traceback" not in err
+
+
+def test_validate_checks_the_files_a_row_refers_to(tmp_path: Path) -> None:
+    """An empty video file and a window past a video's end are problems of their row."""
+    samples = load_manifest(write_toyworld(ToyWorldConfig(num=1, size=(32, 32)), tmp_path / "t"))
+    manifest = write_manifest(tmp_path / "m.jsonl", samples)
+    row = json.loads(manifest.read_text())
+    (tmp_path / "empty.mp4").write_bytes(b"")
+    bad = {**row, "target": str(tmp_path / "empty.mp4")}
+    bad["input"] = {"path": row["input"] if isinstance(row["input"], str) else row["input"]["path"]}
+    bad["input"] |= {"start": 100.0, "end": 101.0}
+    manifest.write_text(json.dumps(bad) + "\n")
+    problems = {(p.field, p.message.split(":")[0]) for p in validate_manifest(manifest).problems}
+    assert ("target.path", "video file is empty (0 bytes)") in problems
+    assert any(f == "input.start" and "past the end of the video" in m for f, m in problems)
+    assert any(f == "input.end" and "past the end of the video" in m for f, m in problems)

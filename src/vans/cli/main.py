@@ -13,6 +13,7 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from typer.core import TyperGroup
 
 from vans.cli.apps import command_group
@@ -61,6 +62,7 @@ class _LazyGroup(TyperGroup):
 cli = _LazyGroup(
     name="vans",
     help="Video-as-Answer: predict the next event of a video and show it as a video.",
+    epilog="vans --debug COMMAND ... shows the traceback of an error.",
     no_args_is_help=True,
     rich_markup_mode=None,
 )
@@ -71,15 +73,22 @@ def run(argv: list[str] | None = None) -> int:
     """Run the CLI on `argv` and return the exit code.
 
     User errors (`VansError`) become one red line on stderr and exit code 2, never a
-    traceback; the tests call this directly instead of spawning a process.
+    traceback, unless the first argument is `--debug`; the tests call this directly instead
+    of spawning a process.
     """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = argv[:1] == ["--debug"]
     try:
-        cli.main(args=argv, prog_name="vans")
+        cli.main(args=argv[debug:], prog_name="vans")
     except SystemExit as exc:
         code = exc.code
         return code if isinstance(code, int) else (0 if code is None else 1)
     except VansError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        if debug:
+            raise
+        # escaped: the message quotes user input (paths, questions) that may hold [markup]
+        message = "[bold red]error:[/] " + escape(str(exc))
+        err_console.print(message, highlight=False, soft_wrap=True)
         return 2
     return 0
 

@@ -255,6 +255,32 @@ def _extra(row: dict[str, Any], problems: list[FieldProblem]) -> dict[str, Any] 
     return value
 
 
+def _file_problems(path: Path, start: float | None, end: float | None) -> list[tuple[str, str]]:
+    """What is wrong with a referenced video file and its window, by field."""
+    if not path.is_file():
+        return [("path", f"video file not found: {path}")]
+    if path.stat().st_size == 0:
+        return [("path", f"video file is empty (0 bytes): {path}")]
+    from vans.data.probe import VIDEO_ERRORS, video_duration  # PyAV: when files are checked
+
+    try:
+        length = video_duration(path)
+    except VIDEO_ERRORS as exc:
+        return [("path", f"cannot be opened as a video: {exc}")]
+    if length is None:
+        return []
+    problems = []
+    if start is not None and start >= length:
+        problems.append(("start", f"{start:g} s is past the end of the video ({length:.3f} s)"))
+    if end is not None and end > length + _WINDOW_SLACK:
+        problems.append(("end", f"{end:g} s is past the end of the video ({length:.3f} s)"))
+    return problems
+
+
+_WINDOW_SLACK = 0.05
+"""Seconds an `end` may exceed a video's declared duration (containers round it)."""
+
+
 def _ref(
     row: dict[str, Any],
     key: str,
@@ -291,8 +317,12 @@ def _ref(
     if raw_path is None:
         return None
     path = Path(os.path.abspath(root / raw_path))
-    if check_files and not path.is_file():
-        problems.append(FieldProblem(f"{key}.path", f"video file not found: {path}"))
+    if check_files:
+        # a window already reported as wrong is not compared with the file as well
+        window = (start, end) if len(problems) == before else (None, None)
+        problems.extend(
+            FieldProblem(f"{key}.{field}", why) for field, why in _file_problems(path, *window)
+        )
     if len(problems) > before:
         return None
     return VideoRef(path=path, start=start, end=end)

@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from vans.data.probe import VIDEO_ERRORS, declared_ends
 from vans.errors import VansError
 from vans.io import atomic_file
 
@@ -52,8 +53,6 @@ _RESIZE_CHUNK = 32
 # One encoder thread: x264's threaded rate control and lookahead may decide differently from
 # run to run, and "same seed, same bytes" covers every MP4 vans writes.
 _MP4_OPTIONS = {"crf": "18", "preset": "fast", "threads": "1"}
-# Errors PyAV raises for unreadable/corrupt input; av.FFmpegError is not an OSError.
-_AV_ERRORS = (av.FFmpegError, OSError, UnicodeDecodeError)
 
 
 class VideoError(VansError):
@@ -216,7 +215,7 @@ def _decode_window(
         raise VideoError(path, "file is empty (0 bytes)")
     try:
         container = av.open(str(path), metadata_errors="replace")
-    except _AV_ERRORS as exc:
+    except VIDEO_ERRORS as exc:
         raise VideoError(
             path, f"cannot be opened as a video (unrecognised format, or corrupt/truncated): {exc}"
         ) from exc
@@ -227,12 +226,7 @@ def _decode_window(
         stream.thread_type = "AUTO"
         rate = stream.average_rate or stream.guessed_rate
         tb = stream.time_base
-        # Only the video stream's own duration can reveal truncation: the container's
-        # may include a longer audio track.
-        stream_end = None
-        if stream.duration is not None and tb is not None:
-            stream_end = float((stream.duration + (stream.start_time or 0)) * tb)
-        container_end = None if container.duration is None else container.duration / av.time_base
+        stream_end, container_end = declared_ends(container)
 
         times: list[float] = []
         last_t = last_dur = None
@@ -259,7 +253,7 @@ def _decode_window(
                 if t >= lo - _EPS:
                     on_frame(len(times), t, frame)
                     times.append(t)
-        except _AV_ERRORS as exc:
+        except VIDEO_ERRORS as exc:
             raise VideoError(
                 path, f"corrupt or truncated: decoding failed after {n_decoded} frames: {exc}"
             ) from exc
@@ -385,7 +379,7 @@ def _atomic_output(path: Path) -> Iterator[Path]:
     try:
         with atomic_file(path) as tmp:
             yield tmp
-    except (OSError, *_AV_ERRORS) as exc:
+    except (OSError, *VIDEO_ERRORS) as exc:
         raise VideoError(path, f"cannot write: {exc}") from exc
 
 

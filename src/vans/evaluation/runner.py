@@ -234,6 +234,8 @@ class EvalResult:
 def check_metrics(
     metrics: Sequence[str], *, embedder: VideoTextEmbedder | None, i3d: I3D | None
 ) -> tuple[str, ...]:
+    if not metrics:
+        raise EvalError(f"no metric asked for; choose from {', '.join(METRICS)}")
     unknown = [m for m in metrics if m not in METRICS]
     if unknown:
         raise EvalError(f"unknown metric(s) {', '.join(unknown)}; choose from {', '.join(METRICS)}")

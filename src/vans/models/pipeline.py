@@ -23,6 +23,7 @@ from vans.data.video import read_video
 from vans.errors import VansError
 from vans.models.checkpoint import VANSSettings, load_checkpoint
 from vans.models.vdm import Renderer
+from vans.models.video_processing import MAX_ASPECT_RATIO
 from vans.models.vlm import Reasoner
 from vans.timing import Timings
 
@@ -68,12 +69,14 @@ def load_input(
         raise InputError("give exactly one input: a video or an image")
     if video is not None:
         window = {"start": start, "end": end}
-        return InputClip(
+        clip = InputClip(
             vlm_frames=read_video(video, fps=settings.vlm_fps, **window).frames,
             vdm_frames=read_video(
                 video, num_frames=settings.reference_video_frames, **window
             ).frames,
         )
+        _check_shape(video, clip.vlm_frames)
+        return clip
     try:
         with Image.open(image) as im:
             frame = torch.from_numpy(np.asarray(im.convert("RGB")).copy())
@@ -81,12 +84,22 @@ def load_input(
         raise InputError(f"{image}: image file not found") from None
     except (UnidentifiedImageError, OSError) as exc:
         raise InputError(f"{image}: cannot read the image: {exc}") from None
+    _check_shape(image, frame[None])
     # A still image is a clip in which nothing moves: two frames fill one temporal patch of
     # the reasoner; the VAE sees the usual number of frames.
     return InputClip(
         vlm_frames=frame.expand(2, -1, -1, -1).contiguous(),
         vdm_frames=frame.expand(settings.reference_video_frames, -1, -1, -1).contiguous(),
     )
+
+
+def _check_shape(path: str | Path, frames: torch.Tensor) -> None:
+    height, width = frames.shape[1:3]
+    if max(height, width) / min(height, width) > MAX_ASPECT_RATIO:
+        raise InputError(
+            f"{path}: {height}x{width} frames are too elongated for the reasoner (Qwen2-VL "
+            f"takes up to {MAX_ASPECT_RATIO}:1); crop the input"
+        )
 
 
 def check_questions(questions: str | Sequence[str]) -> list[str]:
@@ -96,6 +109,10 @@ def check_questions(questions: str | Sequence[str]) -> list[str]:
     for i, q in enumerate(questions, 1):
         if not isinstance(q, str) or not q.strip():
             raise InputError(f"question {i} is empty; ask what should happen next")
+        try:
+            q.encode("utf-8")
+        except UnicodeEncodeError:  # bytes the terminal's encoding could not decode
+            raise InputError(f"question {i} is not valid text (UTF-8): {q!r}") from None
     return questions
 
 

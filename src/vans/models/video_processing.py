@@ -48,6 +48,10 @@ VIDEO_MAX_PIXELS = 768 * 28 * 28
 """Most pixels per video frame (transformers' `Qwen2VLVideoProcessor` default)."""
 
 
+MAX_ASPECT_RATIO = 200
+"""The most elongated frame Qwen2-VL's processor accepts (longer side over shorter)."""
+
+
 def smart_resize(
     height: int,
     width: int,
@@ -65,8 +69,8 @@ def smart_resize(
     """
     if height <= 0 or width <= 0:
         raise ValueError(f"frame size must be positive, got {height}x{width}")
-    if max(height, width) / min(height, width) > 200:
-        raise ValueError(f"aspect ratio must be below 200, got {height}x{width}")
+    if max(height, width) / min(height, width) > MAX_ASPECT_RATIO:
+        raise ValueError(f"aspect ratio must be below {MAX_ASPECT_RATIO}, got {height}x{width}")
     new_h = round(height / factor) * factor
     new_w = round(width / factor) * factor
     if new_h * new_w > max_pixels:
