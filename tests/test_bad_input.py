@@ -76,6 +76,10 @@ CASES = {
 
 CASES |= {
     "fps nan": (["data", "toyworld", "--out", "{root}/t1", "--fps", "nan"], "fps must be"),
+    "probability above 1": (
+        ["data", "toyworld", "--out", "{root}/t3", "--multi-future", "1.5"],
+        "multi_future is a probability",
+    ),
     "seed negative": (["data", "toyworld", "--out", "{root}/t2", "--seed", "-1"], "--seed"),
     "seed huge": (
         ["predict", "--checkpoint", "{ckpt}", "--video", "{video}", "--question", "q",

@@ -76,6 +76,8 @@ class ToyWorldConfig:
             yield (
                 f"target_frames must cover at least 1 s at {self.fps} fps, got {self.target_frames}"
             )
+        if not 0 <= self.multi_future <= 1:
+            yield f"multi_future is a probability, in [0, 1]; got {self.multi_future}"
         unknown = [f for f in self.families if f not in FAMILY_NAMES]
         if unknown or not self.families:
             yield (
