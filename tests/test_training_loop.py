@@ -20,6 +20,7 @@ import pytest
 import torch
 import yaml
 from PIL import Image
+from rich.console import Console
 from safetensors.torch import load_file
 
 from train_toy_task import ToyRunConfig, ToyTask, ToyTaskConfig
@@ -288,9 +289,9 @@ def test_resume_after_a_crash_equals_an_uninterrupted_run(tmp_path: Path) -> Non
 def test_bad_checkpoints_and_batch_sizes_are_named(tmp_path: Path) -> None:
     config = toy_config(tmp_path, steps=2, save_every=1)
     run_toy(config)
-    newest = latest_checkpoint(tmp_path)
-    (newest / "optimizer.pt").unlink()
-    with pytest.raises(CheckpointError, match=rf"{newest}: not a training checkpoint, missing"):
+    for checkpoint in checkpoint_dirs(tmp_path):
+        (checkpoint / "optimizer.pt").unlink()
+    with pytest.raises(CheckpointError, match=r"no checkpoint of the run reads back: .*missing"):
         run_toy(config, resume=True)
     with pytest.raises(CheckpointError, match="no such checkpoint directory"):
         check_checkpoint(tmp_path / "nothing")
@@ -299,6 +300,35 @@ def test_bad_checkpoints_and_batch_sizes_are_named(tmp_path: Path) -> None:
         run_toy(bad)
     with pytest.raises(ConfigError, match=r"train.steps must be at least 1"):
         run_toy(replace(bad, steps=0))
+
+
+def test_resume_passes_over_a_damaged_newest_checkpoint(tmp_path: Path, capsys) -> None:
+    """A truncated newest checkpoint (a full disk, a copy cut short): the run resumes from the
+    previous intact one, says so, and still ends where an uninterrupted run does."""
+    config = toy_config(tmp_path / "a", steps=8, save_every=2, lr_schedule="cosine")
+    reference = run_toy(config)
+    crashed = replace(config, out_dir=str(tmp_path / "b"))
+    with pytest.raises(RuntimeError, match="crash at training batch 7"):
+        run_toy(crashed, ToyTaskConfig(crash_at_batch=7))
+    newest = latest_checkpoint(tmp_path / "b")
+    weights = newest / "trainable.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    resumed = run_toy(crashed, resume=True, console=Console(width=400))
+    assert f"skipping a damaged checkpoint: {newest}: damaged" in capsys.readouterr().out
+    assert resumed.result.losses == reference.result.losses[4:]
+    assert max_diff(reference.model.state_dict(), resumed.model.state_dict()) < 1e-6
+
+
+def test_resume_refuses_other_settings_than_the_runs(tmp_path: Path) -> None:
+    """The learning rate lives in the checkpoint's scheduler: a new train.lr would be ignored
+    while config.yaml recorded it."""
+    config = toy_config(tmp_path, steps=4, save_every=2)
+    with pytest.raises(RuntimeError, match="crash"):
+        run_toy(config, ToyTaskConfig(crash_at_batch=3))
+    with pytest.raises(ConfigError, match=r"than the run's: lr \(0.01 -> 0.1\)"):
+        run_toy(replace(config, lr=0.1), resume=True)
+    longer = run_toy(replace(config, steps=6, eval_every=2), resume=True)  # these may change
+    assert longer.result.step == 6
 
 
 def test_bf16_autocast_trains_close_to_fp32(tmp_path: Path) -> None:

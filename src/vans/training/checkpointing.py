@@ -147,10 +147,22 @@ def load_checkpoint(
     process_index: int,
 ) -> TrainState:
     """Restore the trainable parameters, optimizer, scheduler and this process's RNG states
-    from a checkpoint written by `save_checkpoint`; returns where the run stood."""
+    from a checkpoint written by `save_checkpoint`; returns where the run stood. Every file
+    is read (and checked) before anything is restored, so a damaged checkpoint raises a
+    CheckpointError and leaves the model as it was."""
     path = check_checkpoint(path)
     params = trainable_parameters(model)
-    weights = load_file(path / "trainable.safetensors")
+    device = next(iter(params.values())).device
+    try:
+        weights = load_file(path / "trainable.safetensors")
+        optimizer_state = torch.load(path / "optimizer.pt", map_location=device, weights_only=True)
+        scheduler_state = torch.load(path / "scheduler.pt", weights_only=True)
+        rng = torch.load(path / "rng.pt", weights_only=True)
+        info = json.loads((path / "state.json").read_text(encoding="utf-8"))
+        state = TrainState(int(info["step"]), int(info["samples_seen"]), int(info["num_processes"]))
+    except Exception as exc:  # truncated files, pickles, bad JSON: all mean "damaged"
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{path}: damaged ({type(exc).__name__}: {reason})") from None
     missing, unexpected = sorted(set(params) - set(weights)), sorted(set(weights) - set(params))
     if missing or unexpected:
         raise CheckpointError(
@@ -158,27 +170,51 @@ def load_checkpoint(
             f"(missing {missing[:3]}, unexpected {unexpected[:3]}): was it written by another "
             "stage or config?"
         )
+    for name, p in params.items():
+        if weights[name].shape != p.shape:
+            raise CheckpointError(
+                f"{path}: {name} has shape {tuple(weights[name].shape)} in the checkpoint, "
+                f"{tuple(p.shape)} in the model"
+            )
     with torch.no_grad():
         for name, p in params.items():
-            if weights[name].shape != p.shape:
-                raise CheckpointError(
-                    f"{path}: {name} has shape {tuple(weights[name].shape)} in the checkpoint, "
-                    f"{tuple(p.shape)} in the model"
-                )
             p.copy_(weights[name])
-    device = next(iter(params.values())).device
-    optimizer.load_state_dict(
-        torch.load(path / "optimizer.pt", map_location=device, weights_only=True)
-    )
-    scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
-    info = json.loads((path / "state.json").read_text())
-    state = TrainState(info["step"], info["samples_seen"], info["num_processes"])
-    rng = torch.load(path / "rng.pt", weights_only=True)
+    optimizer.load_state_dict(optimizer_state)
+    scheduler.load_state_dict(scheduler_state)
     # With another number of processes the RNG streams cannot line up; the data order and
     # per-sample seeds still do, so only global-RNG draws (dropout) differ from the old run.
     if process_index < len(rng):
         set_rng_state(rng[process_index])
     return state
+
+
+def resume_checkpoint(
+    out_dir: str | Path,
+    *,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler,
+    process_index: int,
+) -> tuple[Path, TrainState, list[str]] | None:
+    """Restore the newest checkpoint of a run that reads back whole, falling back to older
+    ones past damaged ones (a disk that filled up, a copy cut short); returns it, its state
+    and why each newer one was passed over, or None when the run has no checkpoint. A run
+    whose every checkpoint is damaged raises a CheckpointError listing them."""
+    found = checkpoint_dirs(out_dir)
+    passed: list[str] = []
+    for path in reversed(found):
+        try:
+            state = load_checkpoint(
+                path, model=model, optimizer=optimizer, scheduler=scheduler,
+                process_index=process_index,
+            )  # fmt: skip
+        except CheckpointError as exc:
+            passed.append(str(exc))
+            continue
+        return path, state, passed
+    if passed:
+        raise CheckpointError("no checkpoint of the run reads back: " + "; ".join(passed))
+    return None
 
 
 def check_checkpoint(path: str | Path) -> Path:

@@ -36,7 +36,7 @@ from vans.io import atomic_dir, atomic_file, write_text
 from vans.training.checkpointing import (
     TrainState,
     latest_checkpoint,
-    load_checkpoint,
+    resume_checkpoint,
     rng_state,
     save_checkpoint,
     trainable_parameters,
@@ -166,9 +166,12 @@ def train(
             "pass --resume to continue it, or choose another out_dir"
         )
     if checkpoint is not None:
-        state = load_checkpoint(
-            checkpoint, model=model, optimizer=optimizer, scheduler=scheduler, process_index=rank
+        checkpoint, state, passed = resume_checkpoint(
+            out_dir, model=model, optimizer=optimizer, scheduler=scheduler, process_index=rank
         )
+        for why in passed:
+            _say(console, main, f"skipping a damaged checkpoint: {why}")
+        _check_resumed_config(checkpoint, run_config)
         if state.step > config.steps:
             raise ConfigError(f"{checkpoint}: is at step {state.step}, beyond steps={config.steps}")
         _say(console, main, f"resuming from {checkpoint} (step {state.step})")
@@ -255,6 +258,37 @@ def train(
     accelerator.wait_for_everyone()
     samples_per_s = len(losses) * config.batch_size / seconds if seconds else 0.0
     return TrainResult(state.step, losses, samples_per_s, out_dir, final_dir)
+
+
+RESUMABLE_CHANGES = frozenset(
+    {"steps", "save_every", "keep_last", "eval_every", "eval_samples", "log_every", "num_workers"}
+)
+"""`TrainConfig` fields a resumed run may change: how long it runs and how it reports. Any
+other change (a learning rate, the data, the model) would be overridden by the checkpoint's
+state while config.yaml recorded the new value."""
+
+
+def _check_resumed_config(checkpoint: Path, run_config: dict[str, Any]) -> None:
+    """Refuse to resume a run with settings other than the checkpoint's, naming them."""
+    saved = yaml.safe_load((checkpoint / CONFIG_FILE).read_text(encoding="utf-8")) or {}
+    old, new = _flatten(saved), _flatten(json.loads(json.dumps(run_config, default=str)))
+    changed = sorted(k for k in {*old, *new} - RESUMABLE_CHANGES if old.get(k) != new.get(k))
+    if changed:
+        shown = ", ".join(f"{k} ({old.get(k)!r} -> {new.get(k)!r})" for k in changed[:4])
+        raise ConfigError(
+            f"{checkpoint}: --resume with other settings than the run's: {shown}; resume "
+            "with the run's config, or start the new settings in another train.out_dir"
+        )
+
+
+def _flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in config.items():
+        if isinstance(value, dict):
+            flat |= _flatten(value, f"{prefix}{key}.")
+        else:
+            flat[f"{prefix}{key}"] = list(value) if isinstance(value, tuple) else value
+    return flat
 
 
 def _check(config: TrainConfig, world: int) -> None:
