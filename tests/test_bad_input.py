@@ -16,6 +16,9 @@ def world(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Path) -> di
     root = tmp_path_factory.mktemp("bad")
     manifest = write_toyworld(ToyWorldConfig(num=1, size=(32, 32)), root / "toy")
     (root / "a_file").write_text("x")
+    (root / "lr.yaml").write_text("train:\n  lr: -1\n")
+    (root / "warmup.yaml").write_text("train:\n  steps: 10\n  warmup_steps: 50\n")
+    (root / "latin1.yaml").write_bytes("train:\n  out_dir: caf\xe9\n".encode("latin-1"))
     (root / "users").mkdir()
     (root / "users" / "notes.txt").write_text("mine")
     video = next((root / "toy" / "videos").glob("*_input.mp4"))
@@ -76,6 +79,14 @@ CASES = {
 
 CASES |= {
     "fps nan": (["data", "toyworld", "--out", "{root}/t1", "--fps", "nan"], "fps must be"),
+    "learning rate negative": (
+        ["train", "sft-vlm", "--config", "{root}/lr.yaml"], "lr.yaml (train): invalid train config"
+    ),
+    "warm-up longer than the run": (
+        ["train", "sft-vlm", "--config", "{root}/warmup.yaml"], "warmup_steps (50) is longer"
+    ),
+    "adam betas": (["train", "sft-vlm", "train.adam_betas=[0.9,1.5]"], "adam_betas must be"),
+    "config not UTF-8": (["train", "sft-vlm", "--config", "{root}/latin1.yaml"], "not UTF-8"),
     "probability above 1": (
         ["data", "toyworld", "--out", "{root}/t3", "--multi-future", "1.5"],
         "multi_future is a probability",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from collections.abc import Sequence
@@ -62,6 +63,23 @@ class TrainConfig:
     num_workers: int = 0
     """DataLoader worker processes."""
 
+    def __post_init__(self) -> None:
+        problems = []
+        for name, low in (("lr", "> 0"), ("adam_eps", "> 0"), ("weight_decay", ">= 0")):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and (value > 0 if low == "> 0" else value >= 0)):
+                problems.append(f"{name} must be a number {low}, got {value}")
+        if len(self.adam_betas) != 2 or not all(0 <= b < 1 for b in self.adam_betas):
+            problems.append(f"adam_betas must be two numbers in [0, 1), got {self.adam_betas}")
+        if self.max_grad_norm is not None and not self.max_grad_norm > 0:
+            problems.append(f"max_grad_norm must be > 0 or null, got {self.max_grad_norm}")
+        if self.warmup_steps > self.steps:
+            problems.append(
+                f"warmup_steps ({self.warmup_steps}) is longer than the run (steps={self.steps})"
+            )
+        if problems:
+            raise ConfigError("invalid train config: " + "; ".join(problems))
+
 
 class ConfigError(VansError):
     """A config file or a command-line override does not fit the config dataclass."""
@@ -85,6 +103,10 @@ def load_config(cls: type[C], path: str | Path | None, overrides: Sequence[str] 
             raise ConfigError(f"{path}: cannot read config: {exc.strerror or exc}") from None
         except yaml.YAMLError as exc:
             raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(
+                f"{path}: not UTF-8 text (byte {exc.start}); save it as UTF-8"
+            ) from None
         data = {} if data is None else data
     if not isinstance(data, dict):
         raise ConfigError(f"{origin.default}: expected a mapping of fields, got {_show(data)}")
@@ -222,7 +244,11 @@ def _convert(tp: Any, value: Any, where: str, origin: _Origins) -> Any:
         if missing:
             names = ", ".join(_join(where, m) for m in missing)
             raise ConfigError(f"{origin.default}: missing required field {names}")
-        return tp(**kwargs)
+        try:
+            return tp(**kwargs)
+        except ConfigError as exc:  # the dataclass's own checks: say where its values came from
+            section = f" ({where})" if where else ""
+            raise ConfigError(f"{origin.default}{section}: {exc}") from None
     origin_type, args = typing.get_origin(tp), typing.get_args(tp)
     if origin_type is typing.Union or origin_type is types.UnionType:
         if value is None and type(None) in args:
