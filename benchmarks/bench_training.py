@@ -58,6 +58,7 @@ def run_one(stage: str, data: Path, steps: int) -> None:
                 "eval_manifest=null",
                 f"train.out_dir={out}",
                 f"train.steps={steps}",
+                "train.warmup_steps=0",
                 f"train.save_every={steps}",
                 "train.eval_every=0",
                 "train.log_every=1",

@@ -32,7 +32,12 @@ from vans.training.stages import STAGES, train_command
 
 RUNS = ("sft_vlm", "sft_vdm", "sft_vdm_text_only", "joint_grpo_stage1", "joint_grpo_stage2")
 QUICK = [
-    *[a for r in RUNS for a in ("--set", f"{r}:train.steps=2", "--set", f"{r}:train.eval_every=0")],
+    *[
+        a
+        for r in RUNS
+        for k in ("steps=2", "warmup_steps=0", "eval_every=0")
+        for a in ("--set", f"{r}:train.{k}")
+    ],
 ]
 BASE_RUNS = ("reasoner", "reasoner_more", "reasoner_more2", "renderer_vae", "renderer_t2v")
 
@@ -41,7 +46,7 @@ BASE_RUNS = ("reasoner", "reasoner_more", "reasoner_more2", "renderer_vae", "ren
 def bases(tmp_path_factory):
     """Toy bases from tiny random models, 2 steps per stage: the pieces, not the figures."""
     out = tmp_path_factory.mktemp("toybases")
-    quick = [f"{r}:train.steps=2" for r in BASE_RUNS] + [
+    quick = [f"{r}:train.{k}" for r in BASE_RUNS for k in ("steps=2", "warmup_steps=0")] + [
         f"{r}:train.eval_every=0" for r in BASE_RUNS
     ]
     config = ToyBasesConfig(
