@@ -19,14 +19,14 @@ import yaml
 
 from vans.data.manifest import load_manifest
 from vans.data.toyworld import ToyWorldConfig, write_toyworld
+from vans.errors import ConfigError
 from vans.evaluation.toy_embedder import ToyEmbedder, ToyEmbedderConfig, build_vocab
 from vans.models.checkpoint import load_checkpoint, load_settings
-from vans.rl.flow_grpo import FlowGRPOConfig
-from vans.rl.grpo import group_advantages
-from vans.training.config import ConfigError, TrainConfig, load_config
-from vans.training.joint_grpo import GRPOConfig
+from vans.rl.advantages import group_advantages
+from vans.rl.anchor import Anchor
+from vans.rl.config import FlowGRPOConfig, GRPOConfig
+from vans.training.config import TrainConfig, load_config
 from vans.training.joint_grpo_vdm import (
-    Anchor,
     JointGRPOVDMConfig,
     build_joint_grpo_vdm_task,
     frame_diff,
@@ -181,7 +181,7 @@ def test_batch_split_invariance(task, first_loss):
 
 def test_the_first_passing_caption_is_the_anchor(task, monkeypatch):
     prompt = task.train_dataset()[0]
-    truth = prompt["answer"]
+    truth = prompt.answer
     texts = [
         "[Think]t[/Think][Ans]A green square falls.[/Ans]",
         "[Think]t[/Think][Ans]The yellow circle moves.[/Ans]",
@@ -199,7 +199,7 @@ def test_the_first_passing_caption_is_the_anchor(task, monkeypatch):
     monkeypatch.setattr(task, "config", config)
     anchor = task.write_anchor(prompt, 11)
     assert anchor == Anchor(caption=truth, rouge=1.0, tries=3)
-    assert calls[0][:2] == ([prompt["question"]], 4)  # one batched call for every try
+    assert calls[0][:2] == ([prompt.question], 4)  # one batched call for every try
     task.write_anchor(prompt, 12)
     assert calls[1][2] != calls[0][2]  # the generation seed follows the prompt's seed
     monkeypatch.setattr(task, "config", dataclasses.replace(config, anchor_tries=2))

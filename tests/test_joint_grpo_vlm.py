@@ -10,17 +10,17 @@ import pytest
 import torch
 
 from vans.data.toyworld import ToyWorldConfig, write_toyworld
+from vans.errors import ConfigError
 from vans.evaluation.toy_embedder import ToyEmbedder, build_vocab
 from vans.models.checkpoint import load_checkpoint, load_settings, save_checkpoint
 from vans.models.vlm import LORA_DIR
-from vans.rewards.reward_videos import RewardVideoConfig
 from vans.rewards.vans import stage1_rewards
-from vans.training.config import ConfigError, TrainConfig, load_config
-from vans.training.joint_grpo import GRPOConfig, segment_advantages
+from vans.rl.advantages import segment_advantages, token_segment_masks
+from vans.rl.config import GRPOConfig, RewardVideoConfig
+from vans.training.config import TrainConfig, load_config
 from vans.training.joint_grpo_vlm import (
     JointGRPOVLMConfig,
     build_joint_grpo_vlm_task,
-    token_segment_masks,
 )
 from vans.training.loop import train
 

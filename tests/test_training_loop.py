@@ -23,15 +23,16 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from train_toy_task import ToyRunConfig, ToyTask, ToyTaskConfig
+from vans.errors import ConfigError
 from vans.models.errors import CheckpointError
+from vans.seeding import sample_seed
 from vans.training.checkpointing import check_checkpoint, checkpoint_dirs, latest_checkpoint
-from vans.training.config import ConfigError, TrainConfig, config_to_dict, load_config
+from vans.training.config import TrainConfig, config_to_dict, load_config
 from vans.training.loop import (
     epoch_permutation,
     lr_factor,
     micro_batch_positions,
     nan_mean,
-    sample_seed,
     train,
 )
 

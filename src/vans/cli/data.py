@@ -9,12 +9,12 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from vans.cli.progress import progress_bar
 from vans.data.manifest import load_manifest, validate_manifest
 from vans.data.preview import write_preview
 from vans.data.schema import TaskType
 from vans.data.toyworld import FAMILIES, ToyWorldConfig, write_toyworld
 from vans.errors import VansError
+from vans.progress import progress_bar
 
 data_app = typer.Typer(
     help="Data sets: validate manifests, generate the toy world.", no_args_is_help=True

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from vans.cli.progress import progress_bar
+from vans.progress import progress_bar
 from vans.training import embedder as training
 from vans.training.embedder import EmbedderProgress, EmbedderTrainConfig
 

@@ -12,8 +12,8 @@ import typer
 from rich.console import Console
 
 from vans.cli.loading import parse_dtype, quiet_model_libraries
-from vans.cli.progress import progress_bar
 from vans.data.video import write_mp4
+from vans.progress import progress_bar
 from vans.timing import Timings
 
 console = Console(soft_wrap=True)

@@ -12,7 +12,7 @@ weights onto disk, at once, with no network retries.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ import yaml
 from vans.io import atomic_dir, write_text
 from vans.models.errors import CheckpointError
 from vans.models.tiny import toy_tokenizers
-from vans.models.vdm import Renderer
+from vans.models.vdm import Renderer, RenderSettings
 from vans.models.vlm import REASONER_PRESETS, Reasoner, SamplingConfig
 
 SETTINGS_FILE = "vans.yaml"
@@ -78,19 +78,11 @@ class VANSSettings:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    def render_kwargs(self, **overrides: Any) -> dict[str, Any]:
-        """`Renderer.render` / `generate_latents` arguments for rendering as this checkpoint
-        does (reference latents, size, frames, steps, CFG), with `overrides` applied."""
-        return {
-            "num_reference": self.num_reference_frames,
-            "num_frames": self.num_frames,
-            "height": self.height,
-            "width": self.width,
-            "steps": self.steps,
-            "guidance_scale": self.guidance_scale,
-            "negative_prompt": self.negative_prompt,
-            **overrides,
-        }
+    @property
+    def render(self) -> RenderSettings:
+        """The renderer's settings of this checkpoint (reference frames, size, frames,
+        steps, CFG), the same names as here; `dataclasses.replace` it to override one."""
+        return RenderSettings(**{f.name: getattr(self, f.name) for f in fields(RenderSettings)})
 
 
 def save_checkpoint(

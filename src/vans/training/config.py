@@ -15,7 +15,7 @@ from typing import Any, Literal, TypeVar
 
 import yaml
 
-from vans.errors import VansError
+from vans.errors import ConfigError
 
 C = TypeVar("C")
 
@@ -61,10 +61,6 @@ class TrainConfig:
     """Write a metrics row every this many steps."""
     num_workers: int = 0
     """DataLoader worker processes."""
-
-
-class ConfigError(VansError):
-    """A config file or a command-line override does not fit the config dataclass."""
 
 
 def load_config(cls: type[C], path: str | Path | None, overrides: Sequence[str] = ()) -> C:
