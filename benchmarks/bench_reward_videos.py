@@ -75,7 +75,7 @@ def main() -> None:
             renderer.render(
                 [caption],
                 reference_frames=reference,
-                settings=s.render,
+                settings=s,
                 steps=config.steps,
                 seed=SEED,
             )

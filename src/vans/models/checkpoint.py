@@ -12,7 +12,7 @@ weights onto disk, at once, with no network retries.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,29 +29,19 @@ SETTINGS_FILE = "vans.yaml"
 
 
 @dataclass
-class VANSSettings:
+class VANSSettings(RenderSettings):
     """Inference settings stored in `vans.yaml` (paper defaults:
-    docs/paper_facts.md#inference-settings)."""
+    docs/paper_facts.md#inference-settings): the renderer's (`RenderSettings`: reference
+    frames, size, frames, steps, CFG, negative prompt; a VANSSettings is what the sampler
+    takes) and the rest of the pipeline's."""
 
-    num_reference_frames: int = 6
-    """Clean VAE latent frames of the input video prepended at every step (0: text-to-video)."""
     vlm_fps: float = 1.0
     """Frame rate at which the reasoner watches the input video."""
-    num_frames: int = 33
-    """Frames of the generated answer video (4k+1)."""
     output_fps: float = 8.0
     """Frame rate the answer video is written at: 33 frames span ~4 s, like the paper's
     target clips (3.76 s on average)."""
-    height: int = 352
-    width: int = 640
-    steps: int = 50
-    """Denoising steps."""
-    guidance_scale: float = 5.0
-    """Classifier-free guidance scale."""
     flow_shift: float = 5.0
     """Timestep shift of the flow-matching schedule, applied to the checkpoint's scheduler."""
-    negative_prompt: str = ""
-    """Negative prompt for CFG (empty, as diffusers' WanPipeline defaults to)."""
     reference_video_frames: int = 33
     """Frames sampled uniformly from the input video for the VAE (4k+1); n latents are picked
     from their encoding. Bounds the cost for long inputs."""
@@ -77,12 +67,6 @@ class VANSSettings:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-    @property
-    def render(self) -> RenderSettings:
-        """The renderer's settings of this checkpoint (reference frames, size, frames,
-        steps, CFG), the same names as here; `dataclasses.replace` it to override one."""
-        return RenderSettings(**{f.name: getattr(self, f.name) for f in fields(RenderSettings)})
 
 
 def save_checkpoint(

@@ -139,7 +139,7 @@ class VANSPipeline:
             parsed = self.reasoner.predict(clip.vlm_frames, questions, s.sampling, seed=seed)
         videos = self.renderer.render(
             [p.caption for p in parsed],
-            settings=s.render,
+            settings=s,
             reference_frames=clip.vdm_frames,
             seed=seed,
             progress=progress,

@@ -69,10 +69,11 @@ DEFAULT_NUM_REFERENCE_FRAMES = 6
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".safetensors.index.json", ".bin.index.json")
 
 
-@dataclass(frozen=True)
+@dataclass
 class RenderSettings:
     """How the sampler renders (paper defaults: docs/paper_facts.md#inference-settings).
-    A checkpoint's come from its vans.yaml (`VANSSettings.render`), under the same names."""
+    A checkpoint's `VANSSettings` (its vans.yaml) extends it: the same fields, the same
+    names, from the YAML to the DiT."""
 
     num_reference_frames: int = DEFAULT_NUM_REFERENCE_FRAMES
     """Clean VAE latent frames of the input video prepended at every step (0:

@@ -103,7 +103,7 @@ def render_reward_videos(
     """
     start = time.perf_counter()
     config = config or RewardVideoConfig()
-    render = replace(settings.render, steps=config.steps)
+    render = replace(settings, steps=config.steps)
     renderer.check_inputs(captions, None, render)  # before de-duplication takes them apart
     texts, prompts, index = deduplicate(captions, config.empty_caption)
     unique = renderer.render(

@@ -216,7 +216,7 @@ class JointGRPOVDMTask:
         `update`, also the steps to train and their KL reference means."""
         assert anchor.caption is not None
         r, flow, size = self.renderer, self.config.flow, self.config.grpo.group_size
-        s = replace(self.settings.render, guidance_scale=flow.guidance_scale)
+        s = replace(self.settings, guidance_scale=flow.guidance_scale)
         conditioning = r.encode_conditioning([anchor.caption], s, prompt.reference_frames)
         conditioning = replace(
             conditioning, prompt_embeds=conditioning.prompt_embeds.expand(size, -1, -1)
