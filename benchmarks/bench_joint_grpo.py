@@ -386,7 +386,8 @@ def ours_vs_trl(setup: Setup, warmup: int, repeats: int, root: Path) -> None:
 def measure_step(task: TrainTask, train: TrainConfig) -> str:
     """Peak CUDA memory and seconds (as text) of one optimizer step of `task` on its first prompt,
     taken as `training.loop.train` takes a step (autocast per `train.mixed_precision`,
-    loss, backward, clipping, AdamW), without the loop's checkpoints and metrics."""
+    loss and backward, or the task's own `backward`, clipping, AdamW), without the loop's
+    checkpoints and metrics."""
     device = torch.device("cuda")
     params = [p for p in task.model.parameters() if p.requires_grad]
     optimizer = adamw(params, train)
@@ -397,8 +398,11 @@ def measure_step(task: TrainTask, train: TrainConfig) -> str:
     start = time.perf_counter()
     try:
         with torch.autocast("cuda", torch.bfloat16, enabled=train.mixed_precision == "bf16"):
-            out = task.loss(task.model, batch)
-        out["loss"].backward()
+            backward = getattr(task, "backward", None)  # Stage 2: step by step, as the loop
+            if backward is not None:
+                backward(task.model, batch, 1.0)
+            else:
+                task.loss(task.model, batch)["loss"].backward()
         if train.max_grad_norm is not None:
             torch.nn.utils.clip_grad_norm_(params, train.max_grad_norm)
         optimizer.step()
