@@ -40,6 +40,8 @@ bench: $(STAMP) bench-paper
 	$(BIN)/python benchmarks/predict_latency.py
 	$(BIN)/python benchmarks/bench_reward_videos.py
 	$(BIN)/python benchmarks/bench_joint_grpo.py
+	$(BIN)/python benchmarks/bench_group_sampling.py
+	$(BIN)/python benchmarks/bench_stage2_memory.py
 	$(BIN)/python benchmarks/bench_training.py
 	$(BIN)/python benchmarks/read_video_memory.py
 	$(BIN)/python benchmarks/cli_startup.py

@@ -33,8 +33,8 @@ from vans.models.prompting import VIDEO_PAD, VISION_END, VISION_START
 from vans.models.video_processing import preprocess_video
 from vans.models.vlm import Reasoner, SamplingConfig
 from vans.rewards.vans import caption_rewards, format_rewards
+from vans.rl.config import GRPOConfig
 from vans.training.config import TrainConfig
-from vans.training.joint_grpo import GRPOConfig
 
 CHAT_TEMPLATE = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
@@ -127,12 +127,12 @@ def prompt_dataset(prompts: Sequence[Mapping[str, Any]], system_prompt: str) -> 
                 {
                     "role": "user",
                     "content": [
-                        {"type": "video", "video": p["id"]},
-                        {"type": "text", "text": p["question"]},
+                        {"type": "video", "video": p.id},
+                        {"type": "text", "text": p.question},
                     ],
                 },
             ],
-            "answer": p["answer"],
+            "answer": p.answer,
         }
         for p in prompts
     ]

@@ -24,7 +24,7 @@ so the comparison is the engine, not the renderer. Not compared: reward videos (
 times them), vLLM, several processes, and trl's logging (switched off).
 
 - ours: `Reasoner.generate_completions` samples G answers to the video (encoded once),
-  rewards, advantages (`joint_grpo.segment_advantages`), reference and policy per-token
+  rewards, advantages (`rl.advantages.segment_advantages`), reference and policy per-token
   log-probabilities by `Reasoner.completion_logprobs` (the video runs through the vision
   tower inside the loss forward), `rl.grpo.grpo_loss`, backward, clipping, AdamW step.
 - trl: `trl.GRPOTrainer` with video prompts. transformers' Qwen2.5-VL video processor needs
@@ -84,13 +84,15 @@ from vans.evaluation.toy_embedder import ToyEmbedder, build_vocab
 from vans.models.checkpoint import init_tiny, load_checkpoint, load_settings, save_checkpoint
 from vans.models.paper import FP32_BYTES, paper_models, plan_memory
 from vans.models.vlm import LORA_DIR, Reasoner, SamplingConfig
-from vans.rewards.reward_videos import RewardVideoConfig
 from vans.rewards.vans import RewardFunction, RewardInputs, caption_rewards, format_rewards
+from vans.rl.advantages import segment_advantages
+from vans.rl.config import GRPOConfig, RewardVideoConfig
 from vans.rl.grpo import grpo_loss
 from vans.rl.reference import ReferenceWeights
+from vans.rl.rollout import Prompt
 from vans.timing import Timings
 from vans.training.config import TrainConfig, load_config
-from vans.training.joint_grpo import GRPOConfig, prompt_items, segment_advantages
+from vans.training.joint_grpo import prompt_items
 from vans.training.joint_grpo_vdm import JointGRPOVDMConfig, JointGRPOVDMTask
 from vans.training.joint_grpo_vlm import (
     JointGRPOVLMConfig,
@@ -232,11 +234,11 @@ class OursGRPO:
             weight_decay=train.weight_decay,
         )
 
-    def step(self, prompt: dict[str, Any], seed: int, timings: Timings) -> list[int]:
+    def step(self, prompt: Prompt, seed: int, timings: Timings) -> list[int]:
         """Sample, score, update (phases timed into `timings`); returns the completions'
         token counts."""
         r = self.reasoner
-        video, question, fps = prompt["vlm_frames"], prompt["question"], prompt["vlm_fps"]
+        video, question, fps = prompt.vlm_frames, prompt.question, prompt.vlm_fps
         with timings.stage("sampling"):
             completions = r.generate_completions(
                 video, [question], num_samples=self.grpo.group_size, sampling=self.sampling,
@@ -244,7 +246,7 @@ class OursGRPO:
             )[0]  # fmt: skip
         with timings.stage("scoring"):
             texts = [c.text for c in completions]
-            inputs = RewardInputs(completions=texts, truth_caption=prompt["answer"])
+            inputs = RewardInputs(completions=texts, truth_caption=prompt.answer)
             rewards = {fn.name: fn(inputs) for fn in TEXT_REWARDS}
             advantages = segment_advantages(rewards, TEXT_REWARDS, self.grpo, by_segment=False)
         ids = [c.token_ids for c in completions]
@@ -290,13 +292,13 @@ def ours_vs_trl(setup: Setup, warmup: int, repeats: int, root: Path) -> None:
     grpo, train = GRPOConfig(group_size=G), TrainConfig()
     sampling = SamplingConfig(temperature=1.0, max_new_tokens=settings.sampling.max_new_tokens)
 
-    processor = baseline.build_processor(ours, {p["id"]: p["vlm_frames"] for p in prompts})
+    processor = baseline.build_processor(ours, {p.id: p.vlm_frames for p in prompts})
     first = prompts[0]
     conversation = baseline.prompt_dataset([first], ours.system_prompt)[0]["prompt"]
     tokens = processor.apply_chat_template(
         conversation=[conversation], add_generation_prompt=True, tokenize=True, return_dict=True
     )
-    same = tokens["input_ids"][0] == ours.prompt_ids(first["question"], tokens["video_grid_thw"])
+    same = tokens["input_ids"][0] == ours.prompt_ids(first.question, tokens["video_grid_thw"])
 
     engine = OursGRPO(ours, grpo, sampling, train)
     ours_calls = VisionCalls(ours.model.model.visual)
@@ -384,7 +386,8 @@ def ours_vs_trl(setup: Setup, warmup: int, repeats: int, root: Path) -> None:
 def measure_step(task: TrainTask, train: TrainConfig) -> str:
     """Peak CUDA memory and seconds (as text) of one optimizer step of `task` on its first prompt,
     taken as `training.loop.train` takes a step (autocast per `train.mixed_precision`,
-    loss, backward, clipping, AdamW), without the loop's checkpoints and metrics."""
+    loss and backward, or the task's own `backward`, clipping, AdamW), without the loop's
+    checkpoints and metrics."""
     device = torch.device("cuda")
     params = [p for p in task.model.parameters() if p.requires_grad]
     optimizer = adamw(params, train)
@@ -395,8 +398,11 @@ def measure_step(task: TrainTask, train: TrainConfig) -> str:
     start = time.perf_counter()
     try:
         with torch.autocast("cuda", torch.bfloat16, enabled=train.mixed_precision == "bf16"):
-            out = task.loss(task.model, batch)
-        out["loss"].backward()
+            backward = getattr(task, "backward", None)  # Stage 2: step by step, as the loop
+            if backward is not None:
+                backward(task.model, batch, 1.0)
+            else:
+                task.loss(task.model, batch)["loss"].backward()
         if train.max_grad_norm is not None:
             torch.nn.utils.clip_grad_norm_(params, train.max_grad_norm)
         optimizer.step()

@@ -35,7 +35,8 @@ from vans.data.toyworld import ToyWorldConfig, iter_samples
 from vans.models.checkpoint import TINY_SETTINGS
 from vans.models.tiny import toy_corpus, train_text_encoder_tokenizer
 from vans.models.vdm import Renderer
-from vans.rewards.reward_videos import RewardVideoConfig, render_reward_videos
+from vans.rewards.reward_videos import render_reward_videos
+from vans.rl.config import RewardVideoConfig
 
 SEED = 0
 
@@ -74,7 +75,9 @@ def main() -> None:
             renderer.render(
                 [caption],
                 reference_frames=reference,
-                **s.render_kwargs(steps=config.steps, seed=SEED),
+                settings=s,
+                steps=config.steps,
+                seed=SEED,
             )
 
     def batched(captions: list[str]) -> None:

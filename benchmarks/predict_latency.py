@@ -333,7 +333,7 @@ def measure_render(cfg: Config, frames: torch.Tensor, caption: str, reps: Reps) 
         cfg.renderer.render(
             [caption],
             reference_frames=frames,
-            num_reference=NUM_REFERENCE,
+            num_reference_frames=NUM_REFERENCE,
             num_frames=s.num_frames,
             height=s.height,
             width=s.width,
@@ -413,7 +413,7 @@ def measure_ratio(cfg: Config, caption: str, reps: Reps) -> dict:
         stamps: list[float] = []
         r.generate_latents(
             [caption],
-            num_reference=0,
+            num_reference_frames=0,
             steps=steps,
             guidance_scale=GUIDANCE,
             seed=0,

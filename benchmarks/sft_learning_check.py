@@ -95,7 +95,7 @@ def render_truths(checkpoint: Path, samples) -> list[tuple[torch.Tensor, torch.T
         video = renderer.render(
             [sample.answer],
             reference_frames=clip.vdm_frames,
-            **settings.render_kwargs(),
+            settings=settings,
         )[0]
         truth = read_video(sample.target.path, num_frames=settings.num_frames, size=size).frames
         out.append((video, truth))

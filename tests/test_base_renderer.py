@@ -11,9 +11,10 @@ import torch
 
 from vans.data.manifest import load_manifest
 from vans.data.toyworld import ToyWorldConfig, write_toyworld
+from vans.errors import ConfigError
 from vans.models.checkpoint import RENDERER_PRESETS, load_checkpoint, load_settings
 from vans.models.vdm import Renderer
-from vans.training.config import ConfigError, TrainConfig
+from vans.training.config import TrainConfig
 from vans.training.loop import train
 from vans.training.sft_vdm import SFTVDMConfig, build_sft_vdm_task
 from vans.training.vae import VAEConfig, build_vae_task, foreground_mask, weighted_mse
@@ -164,7 +165,7 @@ def test_toy_base_preset_downsamples_as_its_scale_factors_say(tiny_checkpoint):
     scale = renderer.spatial_scale
     assert latents.shape[2:] == (renderer.num_latent_frames(5), 32 // scale, 32 // scale)
     video = renderer.render(
-        ["a red circle"], num_reference=0, num_frames=5, height=32, width=32, steps=1
+        ["a red circle"], num_reference_frames=0, num_frames=5, height=32, width=32, steps=1
     )
     assert video.shape == (1, 5, 32, 32, 3)
 

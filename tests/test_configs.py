@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from vans.errors import ConfigError
 from vans.training.base_reasoner import BaseReasonerConfig
-from vans.training.config import ConfigError, load_config
+from vans.training.config import load_config
 from vans.training.joint_grpo_vdm import JointGRPOVDMConfig
 from vans.training.joint_grpo_vlm import JointGRPOVLMConfig
 from vans.training.sft_vdm import SFTVDMConfig

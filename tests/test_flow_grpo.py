@@ -13,7 +13,7 @@ import torch
 from diffusers import FlowMatchEulerDiscreteScheduler
 from torch.distributions import Normal, kl_divergence
 
-from vans.errors import VansError
+from vans.errors import ConfigError, VansError
 from vans.models.flow_matching import (
     Schedule,
     euler_step,
@@ -24,18 +24,15 @@ from vans.models.flow_matching import (
     set_schedule,
 )
 from vans.models.tiny import toy_corpus, train_text_encoder_tokenizer
-from vans.models.vdm import Renderer
+from vans.models.vdm import Conditioning, Renderer
+from vans.rl.config import FlowGRPOConfig
 from vans.rl.flow_grpo import (
-    Conditioning,
-    FlowGRPOConfig,
-    group_noise,
     reference_step_log_prob,
     sample_trajectory,
     step_log_prob,
     train_step_indices,
     use_transformer,
 )
-from vans.training.config import ConfigError
 
 SIZE = dict(num_frames=5, height=32, width=32)  # 2 latent frames of 4x4
 CAPTIONS = ["the red ball rolls to the left", "the blue box falls"]
@@ -68,7 +65,7 @@ def conditioning(renderer) -> Conditioning:
 
 
 def noise(renderer: Renderer, seed: int = 0) -> torch.Tensor:
-    return group_noise(renderer, len(CAPTIONS), **SIZE, seed=seed, shared=False)
+    return renderer.initial_noise(len(CAPTIONS), **SIZE, seed=seed)
 
 
 def shift5(steps: int) -> Schedule:
@@ -296,12 +293,12 @@ def test_train_step_indices(renderer, conditioning):
 
 
 def test_group_noise(renderer):
-    shared = group_noise(renderer, 3, **SIZE, seed=4, shared=True)
+    shared = renderer.initial_noise(3, **SIZE, seed=4, shared=True)
     assert shared.shape == (3, 16, 2, 4, 4)
     assert torch.equal(shared[0], shared[2])
     assert torch.equal(shared[:1], renderer.initial_noise(1, **SIZE, seed=4))
-    own = group_noise(renderer, 3, **SIZE, seed=4, shared=False)
-    assert torch.equal(own, renderer.initial_noise(3, **SIZE, seed=4))
+    own = renderer.initial_noise(3, **SIZE, seed=4)
+    assert shared.shape == own.shape
     assert not torch.equal(own[0], own[1])
 
 

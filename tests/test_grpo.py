@@ -9,16 +9,13 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from vans.errors import VansError
+from vans.errors import GRPOError, VansError
+from vans.rl.advantages import group_advantages, segment_token_advantages
 from vans.rl.grpo import (
-    GRPOError,
     aggregate_loss,
     clipped_surrogate,
-    combine_rewards,
-    group_advantages,
     grpo_loss,
     k3_kl,
-    segment_token_advantages,
 )
 
 S = math.sqrt
@@ -78,40 +75,6 @@ def test_group_advantages_bad_shapes():
     assert issubclass(GRPOError, VansError) and issubclass(GRPOError, ValueError)
 
 
-def test_combine_rewards_hand_computed():
-    # 2 groups of G=2, rewards a and b per completion
-    rewards = torch.tensor([[1.0, 0.2], [0.0, 0.6], [1.0, 0.5], [1.0, 0.1]])
-    # normalize_then_sum: a -> [+r, -r, 0, 0], b -> [-r, +r, +r, -r] with r = 1/sqrt(2)
-    # (each pair's centred values are +-d/2, std d/sqrt(2)); sum [0, 0, r, -r]; then one z-score
-    # over the batch: mean 0, unbiased std sqrt(2 r^2 / 3) = sqrt(1/3) -> r / sqrt(1/3) = sqrt(1.5)
-    adv = combine_rewards(rewards, 2, eps=0.0)
-    close(adv, torch.tensor([0.0, 0.0, S(1.5), -S(1.5)]))
-    # weights [2, 1]: sum [r, -r, r, -r], std sqrt(4 r^2 / 3) = sqrt(2/3) -> sqrt(3) / 2
-    adv = combine_rewards(rewards, 2, [2.0, 1.0], eps=0.0)
-    h = S(3) / 2
-    close(adv, torch.tensor([h, -h, h, -h]))
-    # sum_then_normalize: sums [1.2, 0.6, 1.5, 1.1]; each pair z-scores to +-1/sqrt(2)
-    adv = combine_rewards(rewards, 2, aggregation="sum_then_normalize", eps=0.0)
-    r = 1 / S(2)
-    close(adv, torch.tensor([r, -r, r, -r]))
-    with pytest.raises(GRPOError, match="3 reward weights for 2 rewards"):
-        combine_rewards(rewards, 2, [1.0, 1.0, 1.0])
-    with pytest.raises(GRPOError, match="aggregation must be one of"):
-        combine_rewards(rewards, 2, aggregation="mean")
-
-
-def test_combine_rewards_nan_rewards():
-    nan = float("nan")
-    # sums (nansum) [1.5, 0, unscorable, 2]: group 1 -> +-1/sqrt(2); group 2 has one scorable
-    # completion, which is its own baseline -> 0; the unscorable one -> 0
-    rewards = torch.tensor([[1.0, 0.5], [0.0, nan], [nan, nan], [1.0, 1.0]])
-    adv = combine_rewards(rewards, 2, aggregation="sum_then_normalize", eps=0.0)
-    close(adv, torch.tensor([1 / S(2), -1 / S(2), 0.0, 0.0]))
-    assert not adv.isnan().any()
-    adv = combine_rewards(rewards, 2)
-    assert not adv.isnan().any() and adv[2] == 0
-
-
 def _trl_advantages(rewards_per_func, weights, num_generations, aggregation, scale_rewards):
     """trl 1.16 `GRPOTrainer._generate_and_score_completions`, grpo_trainer.py lines 2759-2808,
     transcribed (it is one 400-line method that needs a model and reward functions), with
@@ -153,25 +116,22 @@ def _trl_advantages(rewards_per_func, weights, num_generations, aggregation, sca
     return torch.nan_to_num(advantages, nan=0.0)
 
 
-# trl's normalize_then_sum always scales each reward by its group std (scale_rewards unused)
-@pytest.mark.parametrize(
-    ("aggregation", "scale"),
-    [("sum_then_normalize", s) for s in ("group", "batch", "none")]
-    + [("normalize_then_sum", "group")],
-)
-def test_combine_rewards_matches_trl(aggregation, scale):
+# One reward: trl's advantages are `group_advantages` (both of trl's aggregations agree for
+# K = 1 up to the batch re-scaling of normalize_then_sum, which VANS does not do: its
+# advantage is the plain sum of the per-reward group z-scores, `rl.advantages`).
+@pytest.mark.parametrize("scale", ["group", "batch", "none"])
+def test_group_advantages_match_trl(scale):
     pytest.importorskip("trl")
     g = torch.Generator().manual_seed(0)
-    rewards = torch.rand(6 * 4, 3, generator=g, dtype=torch.float64)
-    rewards[torch.rand(24, 3, generator=g) < 0.2] = torch.nan  # a reward that does not apply
-    rewards[5] = torch.nan  # unscorable completion
+    rewards = torch.rand(6 * 4, 1, generator=g, dtype=torch.float64)
+    rewards[torch.rand(24, 1, generator=g) < 0.2] = torch.nan  # a reward that does not apply
     rewards[8:12] = 1.0  # a group where every reward is equal
-    weights = torch.tensor([1.0, 0.5, 2.0], dtype=torch.float64)
-    ours = combine_rewards(rewards, 4, weights.tolist(), aggregation=aggregation, scale=scale)
-    close(ours, _trl_advantages(rewards, weights, 4, aggregation, scale))
+    one = torch.ones(1, dtype=torch.float64)
+    ours = group_advantages(rewards[:, 0], 4, scale=scale)
+    close(ours, _trl_advantages(rewards, one, 4, "sum_then_normalize", scale))
     # G = 1 (trl's num_generations_eval=1 branch)
-    ours = combine_rewards(rewards, 1, weights.tolist(), aggregation=aggregation, scale="group")
-    close(ours, _trl_advantages(rewards, weights, 1, aggregation, "group"))
+    ours = group_advantages(rewards[:, 0], 1, scale="group")
+    close(ours, _trl_advantages(rewards, one, 1, "sum_then_normalize", "group"))
 
 
 # ----------------------------------------------------------------------- segment advantages

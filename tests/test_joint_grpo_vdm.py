@@ -19,14 +19,16 @@ import yaml
 
 from vans.data.manifest import load_manifest
 from vans.data.toyworld import ToyWorldConfig, write_toyworld
+from vans.errors import ConfigError
 from vans.evaluation.toy_embedder import ToyEmbedder, ToyEmbedderConfig, build_vocab
 from vans.models.checkpoint import load_checkpoint, load_settings
-from vans.rl.flow_grpo import FlowGRPOConfig
-from vans.rl.grpo import group_advantages
-from vans.training.config import ConfigError, TrainConfig, load_config
-from vans.training.joint_grpo import GRPOConfig
+from vans.models.flow_matching import sde_kl
+from vans.rl.advantages import group_advantages
+from vans.rl.anchor import Anchor
+from vans.rl.config import FlowGRPOConfig, GRPOConfig
+from vans.rl.flow_grpo import step_log_prob
+from vans.training.config import TrainConfig, load_config
 from vans.training.joint_grpo_vdm import (
-    Anchor,
     JointGRPOVDMConfig,
     build_joint_grpo_vdm_task,
     frame_diff,
@@ -181,7 +183,7 @@ def test_batch_split_invariance(task, first_loss):
 
 def test_the_first_passing_caption_is_the_anchor(task, monkeypatch):
     prompt = task.train_dataset()[0]
-    truth = prompt["answer"]
+    truth = prompt.answer
     texts = [
         "[Think]t[/Think][Ans]A green square falls.[/Ans]",
         "[Think]t[/Think][Ans]The yellow circle moves.[/Ans]",
@@ -199,7 +201,7 @@ def test_the_first_passing_caption_is_the_anchor(task, monkeypatch):
     monkeypatch.setattr(task, "config", config)
     anchor = task.write_anchor(prompt, 11)
     assert anchor == Anchor(caption=truth, rouge=1.0, tries=3)
-    assert calls[0][:2] == ([prompt["question"]], 4)  # one batched call for every try
+    assert calls[0][:2] == ([prompt.question], 4)  # one batched call for every try
     task.write_anchor(prompt, 12)
     assert calls[1][2] != calls[0][2]  # the generation seed follows the prompt's seed
     monkeypatch.setattr(task, "config", dataclasses.replace(config, anchor_tries=2))
@@ -294,3 +296,55 @@ def test_shipped_configs_load(name):
         assert config.checkpoint == "runs/toy/joint_grpo_stage1/final"
         assert config.embedder == "src/vans/assets/toyworld_base/embedder"  # the shipped judge
     assert config.train.out_dir == f"runs/{name}/joint_grpo_stage2"
+
+
+def test_per_step_backward_gives_the_whole_graph_gradients(setup):
+    """The loop's `backward` (each trained step of each prompt backpropagated as soon as it
+    is scored) gives the gradients of the formulation it replaced: every step's loss kept
+    in one graph, averaged over the steps of a group, summed over groups, divided by the
+    prompts, one backward (computed here from the same rollouts)."""
+    task = build_joint_grpo_vdm_task(make_config(setup, flow=FlowGRPOConfig(num_steps=3)))
+    grpo, flow, r = task.config.grpo, task.config.flow, task.renderer
+    batch = batch_of(task)
+    task.model.train()
+    out = task.backward(task.model, batch, scale=0.5)
+    stepwise = [p.grad.clone() for p in task.model.parameters()]
+    task.model.zero_grad(set_to_none=True)
+
+    anchors, groups = task._groups(task.model, batch, update=True)
+    assert len(groups) == 2 and all(len(g.train_steps) == 3 for g in groups)
+    total = torch.zeros(())
+    for g in groups:
+        per_step = []
+        for k, j in enumerate(g.train_steps):
+            step = step_log_prob(r, g.trajectory, j, g.conditioning, flow)
+            old = g.trajectory.steps[j].log_prob
+            ratio = torch.exp(step.log_prob - old)
+            clipped = ratio.clamp(1 - grpo.clip_range, 1 + grpo.eps_high)
+            surrogate = -torch.min(ratio * g.advantages, clipped * g.advantages).mean()
+            kl = sde_kl(step.mean, g.reference_means[k], step.std).mean()
+            per_step.append(surrogate + grpo.beta * kl)
+        total = total + torch.stack(per_step).mean()
+    (0.5 * total / len(anchors)).backward()
+    assert not out["loss"].requires_grad
+    torch.testing.assert_close(out["loss"], (total / len(anchors)).detach(), atol=1e-7, rtol=0)
+    for p, grad in zip(task.model.parameters(), stepwise, strict=True):
+        torch.testing.assert_close(grad, p.grad, atol=1e-6, rtol=0)
+    assert any(float(g.abs().sum()) > 0 for g in stepwise)
+
+
+def test_num_iterations_reuses_rollouts_and_the_clip_binds(setup, tmp_path):
+    """mu = 2 through the loop: step 2 re-scores step 1's rollouts (the same rewards) under
+    the updated DiT, so the ratio leaves 1 and, at clip range 1e-6, the clip binds; step 3
+    samples afresh and is on-policy again."""
+    config = run_config(setup, tmp_path / "run", 3, eval_every=0, save_every=2)
+    config.grpo = GRPOConfig(group_size=2, num_iterations=2, clip_range=1e-6)
+    train(build_joint_grpo_vdm_task(config), config.train)
+    rows = read_rows(tmp_path / "run")
+    assert rows[0]["ratio/min"] == pytest.approx(1, abs=1e-6) == rows[0]["ratio/max"]
+    assert rows[0]["clip_ratio/region_mean"] == 0.0
+    assert rows[1]["reward/r_v2"] == rows[0]["reward/r_v2"]  # the same rollouts
+    assert abs(rows[1]["ratio/min"] - 1) > 1e-6 or abs(rows[1]["ratio/max"] - 1) > 1e-6
+    assert rows[1]["clip_ratio/region_mean"] > 0.0
+    assert rows[2]["ratio/max"] == pytest.approx(1, abs=1e-6)  # fresh rollouts
+    assert rows[1]["epoch"] == rows[0]["epoch"] < rows[2]["epoch"]

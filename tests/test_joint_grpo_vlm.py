@@ -10,17 +10,18 @@ import pytest
 import torch
 
 from vans.data.toyworld import ToyWorldConfig, write_toyworld
+from vans.errors import ConfigError
+from vans.evaluation.embedders import CLIPEmbedder
 from vans.evaluation.toy_embedder import ToyEmbedder, build_vocab
 from vans.models.checkpoint import load_checkpoint, load_settings, save_checkpoint
 from vans.models.vlm import LORA_DIR
-from vans.rewards.reward_videos import RewardVideoConfig
 from vans.rewards.vans import stage1_rewards
-from vans.training.config import ConfigError, TrainConfig, load_config
-from vans.training.joint_grpo import GRPOConfig, segment_advantages
+from vans.rl.advantages import segment_advantages, token_segment_masks
+from vans.rl.config import GRPOConfig, RewardVideoConfig
+from vans.training.config import TrainConfig, load_config
 from vans.training.joint_grpo_vlm import (
     JointGRPOVLMConfig,
     build_joint_grpo_vlm_task,
-    token_segment_masks,
 )
 from vans.training.loop import train
 
@@ -175,16 +176,15 @@ def test_loss_trains_only_the_adapter_and_feeds_the_video(task):
     assert 1 <= out["reward_videos/unique"] <= G
 
 
-def test_on_policy_step_has_no_kl_and_no_clipping(task):
-    """At the start the policy is the reference and the sampler: in training mode (the
-    task switched LoRA dropout off) the KL is exactly 0 and no token is clipped, since the
-    ratio is exactly 1."""
+def test_on_policy_step_has_no_kl(task):
+    """At the start the policy is the reference: in training mode (the task switched LoRA
+    dropout off) the KL is exactly 0. (Whether the clip binds is tested with
+    num_iterations 2 below: with one iteration the ratio is 1 by construction.)"""
     assert all(m.p == 0 for m in task.model.modules() if isinstance(m, torch.nn.Dropout))
     assert task.reasoner.peft_model.peft_config["default"].lora_dropout > 0  # as trained
     task.model.train()
     out = task.loss(task.model, batch_of(task))
     assert float(out["kl"]) == 0.0
-    assert float(out["clip_ratio/region_mean"]) == 0.0
 
 
 def test_rollout_is_a_function_of_the_seed(task):
@@ -281,3 +281,75 @@ def test_toy_option_tunes_the_output_head_too(sft_checkpoint, toy_manifest, embe
     trained = {n for n, p in task.model.named_parameters() if p.grad is not None}
     assert "lm_head.weight" in trained and any("lora_" in n for n in trained)
     assert not any(".visual." in n for n in trained)
+
+
+def test_frozen_parts_are_placed_on_the_training_device(sft_checkpoint, toy_manifest, tmp_path):
+    """Stage 1 puts the frozen renderer and the reward embedder where the reasoner trains,
+    once: a step on the CPU places them there; on another device (meta here, where
+    nothing is allocated) every part moves."""
+    CLIPEmbedder.tiny().save_pretrained(tmp_path / "clip")
+    task = build_joint_grpo_vlm_task(make_config(sft_checkpoint, toy_manifest, tmp_path / "clip"))
+    renderer, embedder = task.renderer, task.embedder
+    assert isinstance(embedder, CLIPEmbedder) and task.frozen.device is None
+    task.evaluate(task.model, batch_of(task))
+    assert task.frozen.device == task.reasoner.device == torch.device("cpu")
+    meta = torch.device("meta")
+    task.frozen.place(meta)
+    for module in (renderer.transformer, renderer.vae, renderer.text_encoder, embedder.model):
+        assert {p.device for p in module.parameters()} == {meta}
+    assert task.reasoner.device == torch.device("cpu")  # the loop moves the trained model
+
+
+def test_num_iterations_reuses_rollouts_and_the_clip_binds(
+    sft_checkpoint, toy_manifest, embedder_dir, tmp_path
+):
+    """mu = 2: the second step trains on the first step's rollouts (same rewards) with the
+    updated weights, so tokens leave the clip range (clip_range 1e-3, lr 1e-2); with a clip
+    range no update reaches, nothing is clipped. The third step samples afresh."""
+
+    def run(name: str, clip_range: float) -> list[dict]:
+        config = make_config(
+            sft_checkpoint,
+            toy_manifest,
+            embedder_dir,
+            grpo=GRPOConfig(group_size=G, num_iterations=2, clip_range=clip_range),
+            train=TrainConfig(
+                out_dir=str(tmp_path / name),
+                steps=3,
+                batch_size=1,
+                lr=1e-2,
+                log_every=1,
+                save_every=2,
+                eval_every=0,
+            ),
+        )
+        train(build_joint_grpo_vlm_task(config), config.train)
+        return read_rows(tmp_path / name)
+
+    rows = run("tight", 1e-3)
+    assert rows[0]["clip_ratio/region_mean"] == 0.0  # the first update is on-policy
+    assert rows[1]["clip_ratio/region_mean"] > 0.0
+    for key in ("reward/r_t1", "reward/r_v1", "length/completion_tokens"):
+        assert rows[1][key] == rows[0][key], key  # the same rollouts
+    assert rows[1]["time/sampling"] == 0.0 and rows[2]["time/sampling"] > 0.0
+    assert rows[2]["clip_ratio/region_mean"] == 0.0  # a fresh batch, on-policy again
+    assert rows[1]["epoch"] == rows[0]["epoch"] < rows[2]["epoch"]
+    wide = run("wide", 10.0)
+    assert wide[1]["clip_ratio/region_mean"] == 0.0
+    assert wide[1]["policy_loss"] != wide[0]["policy_loss"]  # the ratio moved
+
+
+def test_num_iterations_needs_checkpoints_at_fresh_batches(
+    sft_checkpoint, toy_manifest, embedder_dir, tmp_path
+):
+    config = make_config(
+        sft_checkpoint,
+        toy_manifest,
+        embedder_dir,
+        grpo=GRPOConfig(group_size=G, num_iterations=2),
+        train=TrainConfig(out_dir=str(tmp_path / "run"), steps=2, batch_size=1, save_every=3),
+    )
+    with pytest.raises(ConfigError, match="save_every=3 must be a multiple of"):
+        train(build_joint_grpo_vlm_task(config), config.train)
+    with pytest.raises(ConfigError, match="num_iterations must be >= 1"):
+        GRPOConfig(num_iterations=0)

@@ -12,6 +12,7 @@ import math
 import pytest
 import torch
 
+from vans.errors import ConfigError
 from vans.evaluation.embedders import CLIPEmbedder
 from vans.evaluation.text_metrics import rouge_l
 from vans.evaluation.toy_embedder import ToyEmbedder, build_vocab
@@ -19,7 +20,7 @@ from vans.evaluation.video_metrics import clip_t, clip_v
 from vans.models.checkpoint import VANSSettings
 from vans.models.tiny import toy_corpus, train_text_encoder_tokenizer
 from vans.models.vdm import Renderer
-from vans.rewards.reward_videos import RewardVideoConfig, deduplicate, render_reward_videos
+from vans.rewards.reward_videos import deduplicate, render_reward_videos
 from vans.rewards.vans import (
     RewardFunction,
     RewardInputs,
@@ -31,7 +32,7 @@ from vans.rewards.vans import (
     video_rewards,
     video_text_rewards,
 )
-from vans.training.config import ConfigError
+from vans.rl.config import RewardVideoConfig
 
 CAPTIONS = ["the red ball rolls to the left", "a blue square falls", "a green circle bounces"]
 
@@ -278,7 +279,7 @@ def test_reward_videos_are_one_by_one_renders_batched_and_deduplicated(renderer)
         single = renderer.render(
             [captions[i]],
             reference_frames=reference,
-            num_reference=SETTINGS.num_reference_frames,
+            num_reference_frames=SETTINGS.num_reference_frames,
             num_frames=SETTINGS.num_frames,
             height=SETTINGS.height,
             width=SETTINGS.width,

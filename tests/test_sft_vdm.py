@@ -12,11 +12,11 @@ from diffusers import FlowMatchEulerDiscreteScheduler
 
 from vans.data.manifest import load_manifest
 from vans.data.toyworld import ToyWorldConfig, write_toyworld
+from vans.errors import ConfigError
 from vans.models.checkpoint import load_checkpoint, load_settings
 from vans.models.flow_matching import set_schedule
 from vans.models.pipeline import VANSPipeline, load_input
 from vans.models.vlm import SamplingConfig
-from vans.training.config import ConfigError
 from vans.training.sft_vdm import (
     SFTVDMConfig,
     build_sft_vdm_task,

@@ -11,11 +11,11 @@ import torch
 
 from vans.data.manifest import load_manifest, write_manifest
 from vans.data.toyworld import ToyWorldConfig, write_toyworld
-from vans.errors import VansError
+from vans.errors import ConfigError, VansError
 from vans.models.checkpoint import load_checkpoint, load_settings
 from vans.models.prompting import IM_END, SYSTEM_PROMPT, build_prompt, format_target
 from vans.models.vlm import SamplingConfig
-from vans.training.config import ConfigError, TrainConfig, load_config
+from vans.training.config import TrainConfig, load_config
 from vans.training.sft_vdm import SFTVDMConfig
 from vans.training.sft_vlm import (
     IGNORE_INDEX,

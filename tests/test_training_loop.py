@@ -24,15 +24,16 @@ from rich.console import Console
 from safetensors.torch import load_file
 
 from train_toy_task import ToyRunConfig, ToyTask, ToyTaskConfig
+from vans.errors import ConfigError
 from vans.models.errors import CheckpointError
+from vans.seeding import sample_seed
 from vans.training.checkpointing import check_checkpoint, checkpoint_dirs, latest_checkpoint
-from vans.training.config import ConfigError, TrainConfig, config_to_dict, load_config
+from vans.training.config import TrainConfig, config_to_dict, load_config
 from vans.training.loop import (
     epoch_permutation,
     lr_factor,
     micro_batch_positions,
     nan_mean,
-    sample_seed,
     train,
 )
 
@@ -329,6 +330,21 @@ def test_resume_refuses_other_settings_than_the_runs(tmp_path: Path) -> None:
         run_toy(replace(config, lr=0.1), resume=True)
     longer = run_toy(replace(config, steps=6, eval_every=2), resume=True)  # these may change
     assert longer.result.step == 6
+
+
+def test_resume_checks_a_stage_configs_train_section(tmp_path: Path) -> None:
+    """A stage's run config nests the loop's fields under train (sft_vlm.yaml's layout)."""
+    config = toy_config(tmp_path, steps=4, save_every=2)
+
+    def stage(c: TrainConfig, dropout: float = 0.0) -> dict:
+        return {"checkpoint": "start", "dropout": dropout, "train": config_to_dict(c)}
+
+    with pytest.raises(RuntimeError, match="crash"):
+        run_toy(config, ToyTaskConfig(crash_at_batch=3), run_config=stage(config))
+    with pytest.raises(ConfigError, match=r"than the run's: dropout \(0.0 -> 0.5\)"):
+        run_toy(config, resume=True, run_config=stage(config, dropout=0.5))
+    longer = replace(config, steps=6)
+    assert run_toy(longer, resume=True, run_config=stage(longer)).result.step == 6
 
 
 def test_bf16_autocast_trains_close_to_fp32(tmp_path: Path) -> None:

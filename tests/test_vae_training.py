@@ -10,10 +10,11 @@ import pytest
 import torch
 
 from vans.data.toyworld import ToyWorldConfig, write_toyworld
+from vans.errors import ConfigError
 from vans.evaluation.video_metrics import psnr
 from vans.models.checkpoint import load_checkpoint
 from vans.models.vdm import video_to_uint8, video_to_unit
-from vans.training.config import ConfigError, TrainConfig
+from vans.training.config import TrainConfig
 from vans.training.loop import train
 from vans.training.vae import (
     VAEConfig,

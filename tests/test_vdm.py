@@ -189,7 +189,7 @@ def test_reference_conditioning_reaches_the_transformer(renderer):
         out = renderer.render(
             CAPTIONS[:1],
             reference_frames=video(0),  # 17 frames -> 5 latent frames, resized 40x48 -> 32x32
-            num_reference=6,
+            num_reference_frames=6,
             steps=2,
             seed=3,
             progress=lambda done, total: steps_done.append((done, total)),
@@ -206,13 +206,13 @@ def test_reference_conditioning_reaches_the_transformer(renderer):
 
 
 def test_reference_changes_output_and_is_deterministic(renderer):
-    kwargs = dict(num_reference=6, steps=2, seed=5, **SIZE)
+    kwargs = dict(num_reference_frames=6, steps=2, seed=5, **SIZE)
     a = renderer.generate_latents(CAPTIONS[:1], reference_frames=video(1), **kwargs)
     a2 = renderer.generate_latents(CAPTIONS[:1], reference_frames=video(1), **kwargs)
     b = renderer.generate_latents(CAPTIONS[:1], reference_frames=video(2), **kwargs)
     none = renderer.generate_latents(CAPTIONS[:1], reference_frames=None, **kwargs)
     zero = renderer.generate_latents(
-        CAPTIONS[:1], reference_frames=video(1), **{**kwargs, "num_reference": 0}
+        CAPTIONS[:1], reference_frames=video(1), **{**kwargs, "num_reference_frames": 0}
     )
     assert torch.equal(a, a2)
     assert (a - b).abs().max() > 1e-3
@@ -230,7 +230,7 @@ def test_multi_future_batch_encodes_the_video_once(renderer, monkeypatch):
 
     monkeypatch.setattr(renderer.vae, "encode", counting_encode)
     ref = video(4)
-    kwargs = dict(reference_frames=ref, num_reference=6, steps=2, seed=9, **SIZE)
+    kwargs = dict(reference_frames=ref, num_reference_frames=6, steps=2, seed=9, **SIZE)
     both = renderer.render(CAPTIONS, **kwargs)
     assert len(calls) == 1 and calls[0][0] == 1
     assert both.shape == (2, 9, 32, 32, 3)
@@ -312,7 +312,7 @@ def test_save_load_round_trip(renderer, saved):
         return {k: v for k, v in config.items() if not k.startswith("_")}
 
     assert public(loaded.scheduler.config) == public(renderer.scheduler.config)
-    kwargs = dict(reference_frames=video(6), num_reference=2, steps=2, seed=1, **SIZE)
+    kwargs = dict(reference_frames=video(6), num_reference_frames=2, steps=2, seed=1, **SIZE)
     assert torch.equal(
         loaded.render(CAPTIONS[:1], **kwargs), renderer.render(CAPTIONS[:1], **kwargs)
     )
@@ -364,7 +364,7 @@ def test_missing_parts_raise_checkpoint_error(saved, tmp_path):
         (dict(num_frames=10), "4k\\+1"),
         (dict(height=40), "multiples of 16"),
         (dict(width=8), "multiples of 16"),
-        (dict(num_reference=-1), "num_reference"),
+        (dict(num_reference_frames=-1), "num_reference_frames"),
         (dict(steps=0), "steps"),
         (dict(captions=[]), "non-empty"),
         (dict(captions=["ok", None]), "must be a string"),

@@ -454,6 +454,39 @@ def test_shared_video_generation_equals_transformers_standard_path(reasoner):
         assert torch.equal(row[: len(ids)], ids)
 
 
+def test_one_prefill_per_group_samples_what_repeated_prompts_sample(reasoner):
+    """The G samples of a prompt decode from one prefill of it (the language model reads
+    each prompt once, then one token per row and step), and for a seed they are the
+    answers of the formulation it replaced: transformers' `generate` with
+    `num_return_sequences=G`, which prefills every prompt G times."""
+    frames = video(3)
+    questions = ["What next?", "What happens next if the ball rolls off the table?"]
+    sampling = SamplingConfig(max_new_tokens=12)
+    shapes = []
+    hook = reasoner.model.model.language_model.register_forward_pre_hook(
+        lambda module, args, kwargs: shapes.append(tuple(kwargs["inputs_embeds"].shape[:2])),
+        with_kwargs=True,
+    )
+    try:
+        ours = reasoner.generate_completions(
+            frames, questions, num_samples=4, sampling=sampling, seed=5
+        )
+    finally:
+        hook.remove()
+    inputs = reasoner.prepare([frames, frames], questions)
+    prompt_len = inputs["input_ids"].shape[1]
+    assert shapes[0] == (2, prompt_len - 1)  # one prefill of the two prompts
+    assert all(length == 1 and rows == 8 for rows, length in shapes[1:])
+    with torch.no_grad(), reasoner._seeded(5):
+        out = reasoner.model.generate(
+            **inputs, generation_config=reasoner._generation_config(sampling, 4)
+        )
+    expected = [reasoner._completion(row) for row in out[:, prompt_len:]]
+    got = [c for group in ours for c in group]
+    assert [c.token_ids.tolist() for c in got] == [c.token_ids.tolist() for c in expected]
+    assert len({tuple(c.token_ids.tolist()) for c in got}) > 1  # real samples, not copies
+
+
 def test_predict_returns_parsed_outputs(reasoner):
     out = reasoner.predict(video(), ["What next?", "And then?"], SHORT, seed=0)
     assert len(out) == 2 and all(isinstance(p, ParsedOutput) for p in out)

@@ -10,12 +10,12 @@ import typer
 from rich.console import Console
 
 from vans.cli.apps import SEEDS, command_group
-from vans.cli.progress import progress_bar
 from vans.data.manifest import load_manifest, validate_manifest
 from vans.data.schema import TaskType
 from vans.data.toyworld import FAMILY_NAMES, ToyWorldConfig
 from vans.errors import VansError
 from vans.outputs import claim_output
+from vans.progress import progress_bar
 
 data_app = command_group()  # its help line is in vans.cli.main.COMMANDS
 console = Console()

@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 
 from vans.cli.apps import SEEDS
-from vans.cli.progress import progress_bar
+from vans.progress import progress_bar
 from vans.training import embedder as training
 from vans.training.embedder import EmbedderProgress, EmbedderTrainConfig
 

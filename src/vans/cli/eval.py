@@ -12,8 +12,8 @@ from rich.console import Console
 
 from vans.cli.apps import SEEDS
 from vans.cli.loading import parse_dtype, quiet_model_libraries
-from vans.cli.progress import progress_bar
 from vans.errors import VansError
+from vans.progress import progress_bar
 
 console = Console(soft_wrap=True)
 

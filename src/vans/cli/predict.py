@@ -13,10 +13,10 @@ from rich.markup import escape
 
 from vans.cli.apps import SEEDS
 from vans.cli.loading import parse_dtype, quiet_model_libraries
-from vans.cli.progress import progress_bar
 from vans.devices import resolve_device
 from vans.io import write_json
 from vans.outputs import claim_output, mark_output
+from vans.progress import progress_bar
 from vans.timing import Timings
 
 console = Console(soft_wrap=True)

@@ -23,36 +23,26 @@ from vans.devices import resolve_device
 from vans.io import atomic_dir, write_text
 from vans.models.errors import CheckpointError
 from vans.models.tiny import toy_tokenizers
-from vans.models.vdm import Renderer
+from vans.models.vdm import Renderer, RenderSettings
 from vans.models.vlm import REASONER_PRESETS, Reasoner, SamplingConfig
 
 SETTINGS_FILE = "vans.yaml"
 
 
 @dataclass
-class VANSSettings:
+class VANSSettings(RenderSettings):
     """Inference settings stored in `vans.yaml` (paper defaults:
-    docs/paper_facts.md#inference-settings)."""
+    docs/paper_facts.md#inference-settings): the renderer's (`RenderSettings`: reference
+    frames, size, frames, steps, CFG, negative prompt; a VANSSettings is what the sampler
+    takes) and the rest of the pipeline's."""
 
-    num_reference_frames: int = 6
-    """Clean VAE latent frames of the input video prepended at every step (0: text-to-video)."""
     vlm_fps: float = 1.0
     """Frame rate at which the reasoner watches the input video."""
-    num_frames: int = 33
-    """Frames of the generated answer video (4k+1)."""
     output_fps: float = 8.0
     """Frame rate the answer video is written at: 33 frames span ~4 s, like the paper's
     target clips (3.76 s on average)."""
-    height: int = 352
-    width: int = 640
-    steps: int = 50
-    """Denoising steps."""
-    guidance_scale: float = 5.0
-    """Classifier-free guidance scale."""
     flow_shift: float = 5.0
     """Timestep shift of the flow-matching schedule, applied to the checkpoint's scheduler."""
-    negative_prompt: str = ""
-    """Negative prompt for CFG (empty, as diffusers' WanPipeline defaults to)."""
     reference_video_frames: int = 33
     """Frames sampled uniformly from the input video for the VAE (4k+1); n latents are picked
     from their encoding. Bounds the cost for long inputs."""
@@ -78,20 +68,6 @@ class VANSSettings:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-    def render_kwargs(self, **overrides: Any) -> dict[str, Any]:
-        """`Renderer.render` / `generate_latents` arguments for rendering as this checkpoint
-        does (reference latents, size, frames, steps, CFG), with `overrides` applied."""
-        return {
-            "num_reference": self.num_reference_frames,
-            "num_frames": self.num_frames,
-            "height": self.height,
-            "width": self.width,
-            "steps": self.steps,
-            "guidance_scale": self.guidance_scale,
-            "negative_prompt": self.negative_prompt,
-            **overrides,
-        }
 
 
 def save_checkpoint(

@@ -156,8 +156,11 @@ class VANSPipeline:
             parsed = self.reasoner.predict(clip.vlm_frames, questions, s.sampling, seed=seed)
         videos = self.renderer.render(
             [p.caption for p in parsed],
+            settings=s,
             reference_frames=clip.vdm_frames,
-            **s.render_kwargs(seed=seed, progress=progress, timings=timings),
+            seed=seed,
+            progress=progress,
+            timings=timings,
         )
         return [
             Answer(q, p.think, p.caption, p.well_formed, v)

@@ -24,8 +24,9 @@ from __future__ import annotations
 import html
 import json
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import regex
 import torch
@@ -64,8 +65,43 @@ WAN_NEGATIVE_PROMPT = (
 to the empty negative prompt, like diffusers' WanPipeline; pass this one to match Wan's
 own sampling script."""
 
-DEFAULT_NUM_REFERENCE = 6
+DEFAULT_NUM_REFERENCE_FRAMES = 6
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".safetensors.index.json", ".bin.index.json")
+
+
+@dataclass
+class RenderSettings:
+    """How the sampler renders (paper defaults: docs/paper_facts.md#inference-settings).
+    A checkpoint's `VANSSettings` (its vans.yaml) extends it: the same fields, the same
+    names, from the YAML to the DiT."""
+
+    num_reference_frames: int = DEFAULT_NUM_REFERENCE_FRAMES
+    """Clean VAE latent frames of the input video prepended at every step (0:
+    text-to-video)."""
+    num_frames: int = 33
+    """Frames of the video (4k+1)."""
+    height: int = 352
+    width: int = 640
+    steps: int = 50
+    """Denoising steps."""
+    guidance_scale: float = 5.0
+    """Classifier-free guidance scale (<= 1: off, one transformer call per step)."""
+    negative_prompt: str = ""
+    """The unconditional prompt of CFG (empty, as diffusers' WanPipeline defaults to)."""
+
+
+@dataclass(frozen=True)
+class Conditioning:
+    """What the transformer is conditioned on (`Renderer.encode_conditioning`): the same at
+    sampling and, in Flow-GRPO, at re-scoring."""
+
+    prompt_embeds: torch.Tensor
+    """umT5 embeddings of the captions, (B, L, D) (`Renderer.encode_prompts`)."""
+    negative_embeds: torch.Tensor | None = None
+    """Embeddings of the negative prompt, (1 or B, L, D); needed when guidance > 1."""
+    reference: torch.Tensor | None = None
+    """Clean reference latents (1 or B, C, n, h, w) (`Renderer.prepare_reference`);
+    None: plain text-to-video."""
 
 
 def clean_prompt(text: str) -> str:
@@ -77,11 +113,13 @@ def clean_prompt(text: str) -> str:
     return regex.sub(r"\s+", " ", text).strip()
 
 
-def reference_indices(num_latent_frames: int, n: int) -> list[int]:
-    """`floor(linspace(0, T'-1, n))`, computed exactly with integers.
+def reference_indices(num_latent_frames: int, num_reference_frames: int) -> list[int]:
+    """`floor(linspace(0, T'-1, n))` for n = `num_reference_frames`, computed exactly with
+    integers.
 
     Indices repeat when n > T' (e.g. a single image, T' = 1, gives n copies of frame 0).
     """
+    n = num_reference_frames
     if n < 0:
         raise ValueError(f"the number of reference frames must be >= 0, got {n}")
     if num_latent_frames < 1:
@@ -121,9 +159,9 @@ def conditional_velocity(
     batch = latents.shape[0]
     dtype = next(transformer.parameters()).dtype
     hidden = latents
-    n_ref = 0
+    num_reference_frames = 0
     if reference is not None:
-        n_ref = reference.shape[2]
+        num_reference_frames = reference.shape[2]
         reference = reference.to(latents.device, latents.dtype).expand(batch, -1, -1, -1, -1)
         hidden = torch.cat([reference, latents], dim=2)
     out = transformer(
@@ -132,7 +170,7 @@ def conditional_velocity(
         encoder_hidden_states=prompt_embeds.to(latents.device, dtype).expand(batch, -1, -1),
         return_dict=False,
     )[0]
-    return out[:, :, n_ref:].float()
+    return out[:, :, num_reference_frames:].float()
 
 
 TINY_TRANSFORMER: dict[str, Any] = {
@@ -515,29 +553,29 @@ class Renderer:
         return (z - mean) * inv_std
 
     @staticmethod
-    def reference_latents(latents: torch.Tensor, n: int) -> torch.Tensor | None:
+    def reference_latents(latents: torch.Tensor, num_reference_frames: int) -> torch.Tensor | None:
         """Latent frames `floor(linspace(0, T'-1, n))` of `latents` (1, C, T', h, w) ->
-        (1, C, n, h, w); None for n = 0."""
-        if n == 0:
+        (1, C, n, h, w) for n = `num_reference_frames`; None for n = 0."""
+        if num_reference_frames == 0:
             return None
-        index = reference_indices(latents.shape[2], n)
+        index = reference_indices(latents.shape[2], num_reference_frames)
         return latents[:, :, index]
 
     def prepare_reference(
         self,
         reference_frames: torch.Tensor | None,
-        num_reference: int,
+        num_reference_frames: int,
         height: int,
         width: int,
     ) -> torch.Tensor | None:
         """Resize + center-crop the input video to (height, width), encode it once and
-        pick `num_reference` latent frames; None means plain text-to-video."""
-        if num_reference < 0:
-            raise ValueError(f"num_reference must be >= 0, got {num_reference}")
-        if reference_frames is None or num_reference == 0:
+        pick `num_reference_frames` latent frames; None means plain text-to-video."""
+        if num_reference_frames < 0:
+            raise ValueError(f"num_reference_frames must be >= 0, got {num_reference_frames}")
+        if reference_frames is None or num_reference_frames == 0:
             return None
         frames = resize_center_crop(reference_frames, (height, width))
-        return self.reference_latents(self.encode_video(frames), num_reference)
+        return self.reference_latents(self.encode_video(frames), num_reference_frames)
 
     @torch.no_grad()
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
@@ -551,19 +589,28 @@ class Renderer:
     # ------------------------------------------------------------------ sampling
 
     def initial_noise(
-        self, batch_size: int, num_frames: int, height: int, width: int, seed: int
+        self,
+        batch_size: int,
+        num_frames: int,
+        height: int,
+        width: int,
+        seed: int,
+        *,
+        shared: bool = False,
     ) -> torch.Tensor:
         """Float32 Gaussian latents (B, C, T', H/8, W/8) drawn from a CPU generator seeded
-        with `seed` (the noise WanPipeline draws for `torch.Generator().manual_seed(seed)`)."""
+        with `seed` (the noise WanPipeline draws for `torch.Generator().manual_seed(seed)`).
+        With `shared`, one draw (the noise of a batch of one) repeated B times."""
         shape = (
-            batch_size,
+            1 if shared else batch_size,
             self.latent_channels,
             self.num_latent_frames(num_frames),
             height // self.spatial_scale,
             width // self.spatial_scale,
         )
         generator = torch.Generator("cpu").manual_seed(seed)
-        return torch.randn(shape, generator=generator, dtype=torch.float32).to(self.device)
+        noise = torch.randn(shape, generator=generator, dtype=torch.float32).to(self.device)
+        return noise.expand(batch_size, *shape[1:]).clone() if shared else noise
 
     def predict_velocity(
         self,
@@ -603,7 +650,7 @@ class Renderer:
         step: FlowStep | None = None,
         progress: Callable[[int, int], None] | None = None,
     ) -> torch.Tensor:
-        """Run the sampler from pure noise `latents` to clean latents.
+        """The denoising loop, from pure noise `latents` to clean latents.
 
         Each step calls `predict_velocity` then `step` (default: the scheduler's own step;
         see `vans.models.flow_matching` for others). `progress(done, total)` is called after
@@ -621,118 +668,189 @@ class Renderer:
                 progress(i + 1, total)
         return latents
 
-    def check_render_args(
+    def encode_conditioning(
         self,
         captions: Sequence[str],
-        num_reference: int,
-        num_frames: int,
-        height: int,
-        width: int,
-        steps: int,
+        settings: RenderSettings,
+        reference_frames: torch.Tensor | None = None,
+        timings: Timings | None = None,
+    ) -> Conditioning:
+        """What the DiT is conditioned on: the captions' umT5 embeddings, the negative
+        prompt's when CFG is on, and `settings.num_reference_frames` reference latents of
+        `reference_frames` (resized and center-cropped to the settings' size).
+
+        The frozen encoders run in their own dtype, outside any autocast of the caller (a
+        training step under bf16 autocast conditions its rollouts as inference does).
+        `timings` receives text_encode and vae_encode.
+        """
+        negative_embeds, reference = self._shared_conditioning(settings, reference_frames, timings)
+        return Conditioning(self._encode_captions(captions, timings), negative_embeds, reference)
+
+    def _encode_captions(self, captions: Sequence[str], timings: Timings | None) -> torch.Tensor:
+        with (
+            torch.no_grad(),
+            torch.autocast(self.device.type, enabled=False),
+            maybe_stage(timings, "text_encode"),
+        ):
+            return self.encode_prompts(captions)
+
+    def _shared_conditioning(
+        self,
+        settings: RenderSettings,
+        reference_frames: torch.Tensor | None,
+        timings: Timings | None,
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """The negative embeddings (None without CFG) and the reference latents, which every
+        caption of a call shares."""
+        with torch.no_grad(), torch.autocast(self.device.type, enabled=False):
+            negative_embeds = None
+            if settings.guidance_scale > 1.0:
+                with maybe_stage(timings, "text_encode"):
+                    negative_embeds = self.encode_prompts([settings.negative_prompt])
+            with maybe_stage(timings, "vae_encode"):
+                reference = self.prepare_reference(
+                    reference_frames, settings.num_reference_frames, settings.height, settings.width
+                )
+        return negative_embeds, reference
+
+    def check_inputs(
+        self,
+        captions: Sequence[str] | None,
+        conditioning: Conditioning | None,
+        settings: RenderSettings,
     ) -> None:
-        if isinstance(captions, str) or not isinstance(captions, Sequence) or not captions:
-            raise ValueError("captions must be a non-empty list of strings")
-        for c in captions:
-            # An empty caption is legitimate: it renders unconditionally (as WanPipeline does).
-            if not isinstance(c, str):
-                raise ValueError(f"every caption must be a string, got {c!r}")
-        if num_frames < 1 or (num_frames - 1) % self.temporal_scale:
+        """Fail with a `ValueError` naming the argument that cannot be rendered."""
+        if (captions is None) == (conditioning is None):
+            raise ValueError("give captions or a precomputed conditioning (one of them)")
+        if conditioning is None:
+            if isinstance(captions, str) or not isinstance(captions, Sequence) or not captions:
+                raise ValueError("captions must be a non-empty list of strings")
+            for c in captions:
+                # An empty caption is legitimate: it renders unconditionally (as WanPipeline).
+                if not isinstance(c, str):
+                    raise ValueError(f"every caption must be a string, got {c!r}")
+        s = settings
+        if s.num_frames < 1 or (s.num_frames - 1) % self.temporal_scale:
             raise ValueError(
-                f"num_frames must be {self.temporal_scale}k+1 (e.g. 33), got {num_frames}"
+                f"num_frames must be {self.temporal_scale}k+1 (e.g. 33), got {s.num_frames}"
             )
         multiple = self.spatial_scale * self.transformer.config.patch_size[1]
-        if height < multiple or width < multiple or height % multiple or width % multiple:
+        if s.height < multiple or s.width < multiple or s.height % multiple or s.width % multiple:
             raise ValueError(
-                f"height and width must be positive multiples of {multiple}, got {height}x{width}"
+                f"height and width must be positive multiples of {multiple}, "
+                f"got {s.height}x{s.width}"
             )
-        if num_reference < 0:
-            raise ValueError(f"num_reference must be >= 0, got {num_reference}")
-        if steps < 1:
-            raise ValueError(f"steps must be >= 1, got {steps}")
+        if s.num_reference_frames < 0:
+            raise ValueError(f"num_reference_frames must be >= 0, got {s.num_reference_frames}")
+        if s.steps < 1:
+            raise ValueError(f"steps must be >= 1, got {s.steps}")
+
+    def __call__(
+        self,
+        captions: Sequence[str] | None = None,
+        *,
+        settings: RenderSettings | None = None,
+        conditioning: Conditioning | None = None,
+        reference_frames: torch.Tensor | None = None,
+        latents: torch.Tensor | None = None,
+        seed: int = 0,
+        shared_noise: bool = False,
+        step: FlowStep | None = None,
+        batch_size: int | None = None,
+        output_type: Literal["uint8", "latent"] = "uint8",
+        progress: Callable[[int, int], None] | None = None,
+        timings: Timings | None = None,
+        **overrides: Any,
+    ) -> torch.Tensor:
+        """The sampler: one video per caption, uint8 (B, num_frames, height, width, 3), or
+        with `output_type="latent"` the clean latents (B, C, T', h, w).
+
+        `settings` (default `RenderSettings()`, the paper's), with any of its fields
+        overridden by keyword (`steps=10`), sets the size, reference count, steps and CFG.
+        Every piece can be given precomputed instead of computed here:
+
+        - `captions`, or `conditioning` (`encode_conditioning`: prompt embeddings, negative
+          embeddings, reference latents; Flow-GRPO re-scores its rollouts with the same);
+        - `reference_frames`, the input video, uint8 (T, H, W, 3) of any size (ignored with
+          a `conditioning`); None or `num_reference_frames=0` gives plain text-to-video;
+        - `latents`, the initial noise (B, C, T', h, w); else drawn from `seed`
+          (`initial_noise`, one draw for all with `shared_noise`);
+        - `step`, the sampler's `FlowStep` (default: the scheduler's; Flow-GRPO passes its
+          recording SDE step).
+
+        The negative prompt and the reference video are encoded once for the whole call;
+        with `batch_size` the captions are encoded, denoised and decoded that many at a
+        time (less memory, the same videos). `timings` receives text_encode, vae_encode,
+        denoise and vae_decode seconds. Runs under the caller's grad mode (the encoders and
+        the VAE never record gradients).
+        """
+        s = replace(settings or RenderSettings(), **overrides)
+        # 1. inputs
+        self.check_inputs(captions, conditioning, s)
+        if conditioning is None:
+            # 2. what every chunk shares; the captions are encoded chunk by chunk
+            negative_embeds, reference = self._shared_conditioning(s, reference_frames, timings)
+            total = len(captions)
+        else:
+            negative_embeds, reference = conditioning.negative_embeds, conditioning.reference
+            total = conditioning.prompt_embeds.shape[0]
+        # 3. initial noise
+        if latents is None:
+            latents = self.initial_noise(
+                total, s.num_frames, s.height, s.width, seed, shared=shared_noise
+            )
+        if latents.shape[0] != total:
+            raise ValueError(f"{latents.shape[0]} initial latents for {total} videos")
+        outputs = []
+        chunk = batch_size or total
+        for start in range(0, total, chunk):
+            if captions is not None:
+                prompt_embeds = self._encode_captions(captions[start : start + chunk], timings)
+            else:
+                prompt_embeds = conditioning.prompt_embeds[start : start + chunk]
+            # 4. the denoising loop
+            with maybe_stage(timings, "denoise"):
+                clean = self.denoise(
+                    latents[start : start + chunk],
+                    prompt_embeds,
+                    negative_embeds,
+                    steps=s.steps,
+                    guidance_scale=s.guidance_scale,
+                    reference=reference,
+                    step=step,
+                    progress=progress,
+                )
+            # 5. decoding
+            if output_type == "latent":
+                outputs.append(clean)
+            else:
+                with (
+                    maybe_stage(timings, "vae_decode"),
+                    torch.no_grad(),
+                    torch.autocast(self.device.type, enabled=False),
+                ):
+                    outputs.append(video_to_uint8(self.decode_latents(clean)))
+        return torch.cat(outputs)
 
     @torch.no_grad()
-    def generate_latents(
-        self,
-        captions: Sequence[str],
-        *,
-        reference_frames: torch.Tensor | None = None,
-        num_reference: int = DEFAULT_NUM_REFERENCE,
-        num_frames: int = 33,
-        height: int = 352,
-        width: int = 640,
-        steps: int = 50,
-        guidance_scale: float = 5.0,
-        negative_prompt: str = "",
-        seed: int = 0,
-        progress: Callable[[int, int], None] | None = None,
-        step: FlowStep | None = None,
-        timings: Timings | None = None,
-    ) -> torch.Tensor:
-        """`render` up to (and excluding) decoding: the clean latents (B, C, T', h, w).
-
-        All captions share one batch, one reference video (encoded once) and one noise
-        tensor drawn with `seed`. `timings` receives text_encode, vae_encode and denoise.
-        """
-        self.check_render_args(captions, num_reference, num_frames, height, width, steps)
-        with maybe_stage(timings, "text_encode"):
-            prompt_embeds = self.encode_prompts(captions)
-            negative_embeds = None
-            if guidance_scale > 1.0:
-                negative_embeds = self.encode_prompts([negative_prompt])
-        with maybe_stage(timings, "vae_encode"):
-            reference = self.prepare_reference(reference_frames, num_reference, height, width)
-        latents = self.initial_noise(len(captions), num_frames, height, width, seed)
-        with maybe_stage(timings, "denoise"):
-            return self.denoise(
-                latents,
-                prompt_embeds,
-                negative_embeds,
-                steps=steps,
-                guidance_scale=guidance_scale,
-                reference=reference,
-                step=step,
-                progress=progress,
-            )
-
     def render(
         self,
         captions: Sequence[str],
         *,
-        reference_frames: torch.Tensor | None = None,
-        num_reference: int = DEFAULT_NUM_REFERENCE,
-        num_frames: int = 33,
-        height: int = 352,
-        width: int = 640,
-        steps: int = 50,
-        guidance_scale: float = 5.0,
-        negative_prompt: str = "",
-        seed: int = 0,
-        progress: Callable[[int, int], None] | None = None,
-        timings: Timings | None = None,
+        num_reference: int | None = None,
+        **kwargs: Any,
     ) -> torch.Tensor:
-        """Generate one video per caption: uint8 (B, num_frames, height, width, 3).
+        """The sampler (`__call__`) without gradients: uint8 (B, num_frames, height,
+        width, 3). `num_reference` is the old name of `num_reference_frames`, still
+        accepted from callers written before the rename."""
+        if num_reference is not None:
+            kwargs["num_reference_frames"] = num_reference
+        return self(captions, output_type="uint8", **kwargs)
 
-        `reference_frames` (uint8 (T, H, W, 3), any size) is the input video; it is resized
-        and center-cropped to (height, width) and `num_reference` of its latent frames
-        condition every caption. None or `num_reference=0` gives plain text-to-video.
-        `timings` receives text_encode, vae_encode, denoise and vae_decode seconds.
-        """
-        latents = self.generate_latents(
-            captions,
-            reference_frames=reference_frames,
-            num_reference=num_reference,
-            num_frames=num_frames,
-            height=height,
-            width=width,
-            steps=steps,
-            guidance_scale=guidance_scale,
-            negative_prompt=negative_prompt,
-            seed=seed,
-            progress=progress,
-            timings=timings,
-        )
-        with maybe_stage(timings, "vae_decode"):
-            return video_to_uint8(self.decode_latents(latents))
+    @torch.no_grad()
+    def generate_latents(self, captions: Sequence[str], **kwargs: Any) -> torch.Tensor:
+        """`render` up to (and excluding) decoding: the clean latents (B, C, T', h, w)."""
+        return self(captions, output_type="latent", **kwargs)
 
 
 def _check_weights(folder: Path) -> None:

@@ -33,6 +33,7 @@ import torch
 from transformers import (
     AutoConfig,
     AutoTokenizer,
+    DynamicCache,
     GenerationConfig,
     PreTrainedTokenizerBase,
     Qwen2_5_VLConfig,
@@ -601,9 +602,17 @@ class Reasoner:
     ) -> list[list[Completion]]:
         """`num_samples` answers to each question about one video: result[q][g].
 
-        All questions and samples run as one batch, and the vision tower encodes the video
-        once. Runs in eval mode without gradients (the mode is restored afterwards). With a
-        seed the result is reproducible and the global RNG is left untouched.
+        All questions and samples run as one batch; the vision tower encodes the video once
+        and the language model reads each prompt once: the prompt but its last token is
+        prefilled for the questions alone, the KV cache repeated for the samples, and
+        decoding starts from the last prompt token of every sample (`_prefill`). Runs in
+        eval mode without gradients (the mode is restored afterwards). With a seed the
+        result is reproducible and the global RNG is left untouched.
+
+        Seed contract: the samples draw the same random numbers, in the same order, as
+        transformers' `generate(num_return_sequences=num_samples)` over the repeated
+        prompts, so a seed gives the same answers as that (up to float round-off of the
+        logits, which can only flip a draw that falls on a boundary of the distribution).
         """
         sampling = sampling or SamplingConfig()
         if num_samples < 1:
@@ -621,15 +630,12 @@ class Reasoner:
                 prompts = [self.prompt_ids(q, grids[0]) for q in questions]
                 input_ids, attention_mask = self._pad(prompts, [[] for _ in prompts])
                 spg = second_per_grid_t(fps or self.fps, self.temporal_patch_size)
-                encoded = BaseModelOutputWithPooling(pooler_output=[embeds[0]] * n_q)
+                cache = self._prefill(input_ids, attention_mask, grids[0], embeds[0], spg, n_gen)
                 out = self.model.generate(
-                    input_ids=input_ids,
-                    attention_mask=attention_mask,
-                    mm_token_type_ids=self._token_types(input_ids),
-                    video_grid_thw=grids[0].expand(n_q, -1),
-                    second_per_grid_ts=torch.full((n_q,), spg, device=self.device),
-                    mm_encoder_outputs={"video": encoded},
-                    generation_config=self._generation_config(sampling, n_gen),
+                    input_ids=input_ids.repeat_interleave(n_gen, dim=0),
+                    attention_mask=attention_mask.repeat_interleave(n_gen, dim=0),
+                    past_key_values=cache,
+                    generation_config=self._generation_config(sampling, 1),
                 )
         finally:
             self.model.train(was_training)
@@ -639,6 +645,42 @@ class Reasoner:
         else:  # one greedy answer per question, copied num_samples times
             completions = [self._completion(row) for row in generated for _ in range(num_samples)]
         return [completions[q * num_samples : (q + 1) * num_samples] for q in range(n_q)]
+
+    def _prefill(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        grid: torch.Tensor,
+        video_embeds: torch.Tensor,
+        second_per_grid: float,
+        num_samples: int,
+    ) -> DynamicCache:
+        """The KV cache of the prompts (N, L) but their last token, computed once for the N
+        prompts and repeated `num_samples` times per prompt (rows of one prompt adjacent, as
+        `generate` orders its return sequences). The video's 3D rotary offsets
+        (`rope_deltas`, set by this forward) are repeated alike, so decoding continues every
+        sample at its prompt's positions. The last token is left for `generate`, which needs
+        at least one uncached token and samples the first answer token from its logits."""
+        n = input_ids.shape[0]
+        prefix = input_ids[:, :-1]
+        cache = DynamicCache(config=self.model.config)
+        self.model.model(  # the decoder without its head: the prefix needs no logits
+            input_ids=prefix,
+            attention_mask=attention_mask[:, :-1],
+            mm_token_type_ids=self._token_types(prefix),
+            video_grid_thw=grid.expand(n, -1),
+            second_per_grid_ts=torch.full((n,), second_per_grid, device=self.device),
+            mm_encoder_outputs={
+                "video": BaseModelOutputWithPooling(pooler_output=[video_embeds] * n)
+            },
+            past_key_values=cache,
+            use_cache=True,
+        )
+        cache.batch_repeat_interleave(num_samples)
+        self.model.model.rope_deltas = self.model.model.rope_deltas.repeat_interleave(
+            num_samples, dim=0
+        )
+        return cache
 
     def generate(
         self,

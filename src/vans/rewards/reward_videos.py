@@ -13,7 +13,7 @@ for one prompt is rendered
 - with `steps` denoising steps, fewer than evaluation's 50 (Flow-GRPO trains with 10).
 
 Seed rule: every caption of a group starts from the same noise,
-`Renderer.initial_noise(1, ..., seed)` for the group's `seed`, which is the noise
+`Renderer.initial_noise(1, ..., seed)` for the group's `seed` (`shared_noise`), which is the noise
 `Renderer.render([caption], seed=seed)` draws. So reward video i is
 `renderer.render([captions[i]], seed=seed, steps=config.steps, <settings>)` (up to float
 round-off of batched matrix products, at most 1 uint8 level); a caption gets the same video
@@ -31,40 +31,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
 from vans.models.checkpoint import VANSSettings
-from vans.models.vdm import Renderer, clean_prompt, video_to_uint8
-from vans.timing import Timings, maybe_stage
-from vans.training.config import ConfigError
-
-
-@dataclass(frozen=True)
-class RewardVideoConfig:
-    """How Stage 1 renders its reward videos; the size, reference frames, CFG and negative
-    prompt are the checkpoint's `VANSSettings`."""
-
-    steps: int = 10
-    """Denoising steps per reward video (evaluation uses the settings' steps, 50 in the
-    paper; Flow-GRPO trains with 10). Not stated for VANS's reward videos."""
-    batch_size: int = 8
-    """Unique captions rendered together (one transformer call per step holds this many
-    videos; 8 = one group of the paper's G=8). Lower it when memory is short."""
-    empty_caption: str | None = None
-    """Text rendered for a caption that is empty after cleaning; None renders the empty
-    prompt (reference frames only). The rewards already punish an empty answer through r_f
-    and r_t1."""
-
-    def __post_init__(self) -> None:
-        problems = [
-            f"{name} must be >= 1, got {getattr(self, name)}"
-            for name in ("steps", "batch_size")
-            if getattr(self, name) < 1
-        ]
-        if problems:
-            raise ConfigError("invalid reward-video config: " + "; ".join(problems))
+from vans.models.vdm import Renderer, clean_prompt
+from vans.rl.config import RewardVideoConfig
+from vans.timing import Timings
 
 
 @dataclass
@@ -129,37 +103,21 @@ def render_reward_videos(
     """
     start = time.perf_counter()
     config = config or RewardVideoConfig()
-    s = settings
-    renderer.check_render_args(
-        captions, s.num_reference_frames, s.num_frames, s.height, s.width, config.steps
-    )
+    render = replace(settings, steps=config.steps)
+    renderer.check_inputs(captions, None, render)  # before de-duplication takes them apart
     texts, prompts, index = deduplicate(captions, config.empty_caption)
-    with maybe_stage(timings, "text_encode"):
-        negative = None
-        if s.guidance_scale > 1.0:
-            negative = renderer.encode_prompts([s.negative_prompt])
-    with maybe_stage(timings, "vae_encode"):
-        reference = renderer.prepare_reference(
-            reference_frames, s.num_reference_frames, s.height, s.width
-        )
-    noise = renderer.initial_noise(1, s.num_frames, s.height, s.width, seed)
-    unique = []
-    for i in range(0, len(texts), config.batch_size):
-        batch = texts[i : i + config.batch_size]
-        with maybe_stage(timings, "text_encode"):
-            embeds = renderer.encode_prompts(batch)
-        with maybe_stage(timings, "denoise"):
-            latents = renderer.denoise(
-                noise.repeat(len(batch), 1, 1, 1, 1),
-                embeds,
-                negative,
-                steps=config.steps,
-                guidance_scale=s.guidance_scale,
-                reference=reference,
-            )
-        with maybe_stage(timings, "vae_decode"):
-            unique.append(video_to_uint8(renderer.decode_latents(latents)))
-    videos = torch.cat(unique)[torch.tensor(index)]
+    unique = renderer.render(
+        texts,
+        settings=render,
+        reference_frames=reference_frames,
+        seed=seed,
+        shared_noise=True,
+        batch_size=config.batch_size,
+        timings=timings,
+    )
     return RewardVideos(
-        videos=videos, index=index, prompts=prompts, seconds=time.perf_counter() - start
+        videos=unique[torch.tensor(index)],
+        index=index,
+        prompts=prompts,
+        seconds=time.perf_counter() - start,
     )

@@ -32,7 +32,7 @@ import torch
 from vans.evaluation.embedders import VideoTextEmbedder
 from vans.evaluation.text_metrics import DEFAULT_ROUGE_VARIANT, rouge_l
 from vans.evaluation.video_metrics import align_frames, frame_similarities
-from vans.models.prompting import parse_output
+from vans.models.prompting import ParsedOutput, parse_output
 
 Segment = Literal["all", "think", "answer"]
 """Which tokens of a completion a reward judges: all of them, the Think block, or the Ans
@@ -63,12 +63,21 @@ def caption_rewards(
 ) -> list[float]:
     """r_t1: ROUGE-L of each completion's caption against its ground-truth caption (one
     string for the whole batch, or one per completion)."""
-    truths = [truths] * len(completions) if isinstance(truths, str) else list(truths)
-    if len(truths) != len(completions):
-        raise ValueError(f"{len(completions)} completions but {len(truths)} ground truths")
+    return rouge_rewards(captions_of(completions), truths, variant)
+
+
+def rouge_rewards(
+    captions: Sequence[str],
+    truths: str | Sequence[str],
+    variant: str = DEFAULT_ROUGE_VARIANT,
+) -> list[float]:
+    """ROUGE-L of each caption (already parsed out of its completion) against its
+    ground-truth caption (one string for all, or one per caption)."""
+    truths = [truths] * len(captions) if isinstance(truths, str) else list(truths)
+    if len(truths) != len(captions):
+        raise ValueError(f"{len(captions)} completions but {len(truths)} ground truths")
     return [
-        rouge_l(caption, truth, variant)
-        for caption, truth in zip(captions_of(completions), truths, strict=True)
+        rouge_l(caption, truth, variant) for caption, truth in zip(captions, truths, strict=True)
     ]
 
 
@@ -175,6 +184,9 @@ class RewardInputs:
 
     completions: Sequence[str] = ()
     """The G texts the reasoner wrote (Stage 1); empty in Stage 2."""
+    parsed: Sequence[ParsedOutput] = ()
+    """`parse_output` of each completion; computed here when not given (a trainer that
+    parsed them already passes its own, so each completion is parsed once)."""
     truth_caption: str = ""
     """The ground-truth caption of the next event."""
     videos: Videos | None = None
@@ -187,6 +199,14 @@ class RewardInputs:
     """uint8 (T, H, W, 3): the ground-truth next event."""
     truth_embeddings: torch.Tensor | None = None
     """`embedder.embed_frames(truth_video)`, if the trainer keeps it across calls."""
+
+    def __post_init__(self) -> None:
+        if self.completions and not self.parsed:
+            self.parsed = [parse_output(c) for c in self.completions]
+        if len(self.parsed) != len(self.completions):
+            raise ValueError(
+                f"{len(self.parsed)} parsed outputs for {len(self.completions)} completions"
+            )
 
     @property
     def group_size(self) -> int:
@@ -234,11 +254,11 @@ def stage1_rewards(
 
     def r_f(x: RewardInputs) -> list[float]:
         x.require("completions")
-        return format_rewards(x.completions)
+        return [float(p.well_formed) for p in x.parsed]
 
     def r_t1(x: RewardInputs) -> list[float]:
         x.require("completions")
-        return caption_rewards(x.completions, x.truth_caption, rouge_variant)
+        return rouge_rewards([p.caption for p in x.parsed], x.truth_caption, rouge_variant)
 
     return [
         RewardFunction("r_f", r_f, segment="all"),

@@ -3,8 +3,8 @@
 The pieces a Joint-GRPO Stage 2 trainer (docs/paper_facts.md#joint-grpo-stage-2) needs from
 the Wan VDM, with the VANS reference conditioning and classifier-free guidance:
 
-1. `group_noise`: the initial noise of a group of G videos (shared or not).
-2. `sample_trajectory`: run `Renderer.denoise` (the inference loop itself) with a
+1. `Renderer.initial_noise`: the initial noise of a group of G videos (shared or not).
+2. `sample_trajectory`: run the renderer's sampler (the inference loop itself) with a
    recording `FlowStep` that takes Flow-GRPO's SDE step (`vans.models.flow_matching`) on
    the steps of the SDE window and the Euler step elsewhere. Every step is kept: latents
    before and after, timestep, and for SDE steps the log-prob of the drawn sample.
@@ -37,70 +37,8 @@ from vans.models.flow_matching import (
     euler_step,
     sde_step_with_logprob,
 )
-from vans.models.vdm import Renderer
-from vans.training.config import ConfigError
-
-
-@dataclass
-class FlowGRPOConfig:
-    """Sampling and step selection of Flow-GRPO on the renderer."""
-
-    num_steps: int = 10
-    """Denoising steps of a training trajectory (Flow-GRPO trains with 10 and evaluates
-    with more; VANS inference uses 50)."""
-    noise_level: float = 0.7
-    """`a` of the SDE step: std_dev = a * sqrt(sigma / (1 - sigma)) (Flow-GRPO: 0.7)."""
-    guidance_scale: float = 5.0
-    """Classifier-free guidance of sampling and re-scoring (VANS: 5.0; <= 1 turns it off
-    and needs no negative prompt)."""
-    timestep_fraction: float = 1.0
-    """Fraction of the SDE steps trained per trajectory: ceil(fraction * n) steps drawn
-    by `train_step_indices`; 1.0 trains every SDE step."""
-    sde_window: tuple[int, int] | None = None
-    """Steps [start, end) that are stochastic (and have log-probs); the others are Euler
-    ODE steps. None: every step is stochastic. A window near the start keeps the
-    exploration where it matters and the rest of the video sharp (Flow-GRPO-Fast)."""
-    shared_noise: bool = False
-    """Whether the G videos of a group start from one initial noise (the SDE noise alone
-    makes them differ) or each from its own."""
-
-    def __post_init__(self) -> None:
-        problems = []
-        if self.num_steps < 1:
-            problems.append(f"num_steps must be >= 1, got {self.num_steps}")
-        if not self.noise_level > 0:
-            problems.append(f"noise_level must be > 0, got {self.noise_level}")
-        if not 0 < self.timestep_fraction <= 1:
-            problems.append(f"timestep_fraction must be in (0, 1], got {self.timestep_fraction}")
-        if self.sde_window is not None:
-            start, end = self.sde_window
-            if not 0 <= start < end <= self.num_steps:
-                problems.append(
-                    f"sde_window must satisfy 0 <= start < end <= num_steps "
-                    f"({self.num_steps}), got {list(self.sde_window)}"
-                )
-        if problems:
-            raise ConfigError("invalid flow-grpo config: " + "; ".join(problems))
-
-    def is_sde(self, index: int) -> bool:
-        """Whether step `index` is stochastic (inside the SDE window)."""
-        if self.sde_window is None:
-            return True
-        start, end = self.sde_window
-        return start <= index < end
-
-
-@dataclass(frozen=True)
-class Conditioning:
-    """What the transformer is conditioned on, the same at sampling and at re-scoring."""
-
-    prompt_embeds: torch.Tensor
-    """umT5 embeddings of the captions, (B, L, D) (`Renderer.encode_prompts`)."""
-    negative_embeds: torch.Tensor | None = None
-    """Embeddings of the negative prompt, (1 or B, L, D); needed when guidance > 1."""
-    reference: torch.Tensor | None = None
-    """Clean reference latents (1 or B, C, n, h, w) (`Renderer.prepare_reference`);
-    None: plain text-to-video."""
+from vans.models.vdm import Conditioning, Renderer
+from vans.rl.config import FlowGRPOConfig
 
 
 @dataclass(frozen=True)
@@ -128,6 +66,9 @@ class Trajectory:
     """Every step, in sampling order."""
     schedule: Schedule
     """The timesteps and sigmas the steps walked."""
+    videos: torch.Tensor | None = None
+    """The decoded videos, uint8 (B, T, H, W, 3) on the renderer's device, when sampled with
+    `decode`."""
 
     @property
     def final_latents(self) -> torch.Tensor:
@@ -178,24 +119,6 @@ class _Recorder:
         return next_latents
 
 
-def group_noise(
-    renderer: Renderer,
-    group_size: int,
-    num_frames: int,
-    height: int,
-    width: int,
-    seed: int,
-    *,
-    shared: bool,
-) -> torch.Tensor:
-    """Initial latents (G, C, T', h, w) of a group, float32: G draws from `seed`
-    (`Renderer.initial_noise`), or with `shared` one draw repeated G times."""
-    if shared:
-        one = renderer.initial_noise(1, num_frames, height, width, seed)
-        return one.expand(group_size, *one.shape[1:]).clone()
-    return renderer.initial_noise(group_size, num_frames, height, width, seed)
-
-
 @torch.no_grad()
 def sample_trajectory(
     renderer: Renderer,
@@ -203,25 +126,29 @@ def sample_trajectory(
     conditioning: Conditioning,
     config: FlowGRPOConfig,
     generator: torch.Generator | None = None,
+    *,
+    decode: bool = False,
 ) -> Trajectory:
     """Denoise `noise` (B, C, T', h, w) with the SDE sampler and record every step.
 
-    The loop is `Renderer.denoise` (the renderer's scheduler and shift, `config.num_steps`
-    steps, `predict_velocity` with CFG and reference latents); the SDE noise comes from
-    `generator` (the global RNG if None). Runs without gradients.
+    The loop is the renderer's sampler (`Renderer.__call__`: its scheduler and shift,
+    `config.num_steps` steps, `predict_velocity` with CFG and reference latents) with the
+    recording step; the SDE noise comes from `generator` (the global RNG if None). With
+    `decode` the videos are decoded too (`Trajectory.videos`). Runs without gradients.
     """
     recorder = _Recorder(config, generator)
-    renderer.denoise(
-        noise.float(),
-        conditioning.prompt_embeds,
-        conditioning.negative_embeds,
+    videos = renderer(
+        conditioning=conditioning,
+        latents=noise.float(),
         steps=config.num_steps,
         guidance_scale=config.guidance_scale,
-        reference=conditioning.reference,
         step=recorder,
+        output_type="uint8" if decode else "latent",
     )
-    assert recorder.schedule is not None  # denoise runs at least one step
-    return Trajectory(steps=recorder.steps, schedule=recorder.schedule)
+    assert recorder.schedule is not None  # the sampler runs at least one step
+    return Trajectory(
+        steps=recorder.steps, schedule=recorder.schedule, videos=videos if decode else None
+    )
 
 
 def train_step_indices(

@@ -45,3 +45,18 @@ class ReferenceWeights:
             with torch.no_grad():
                 for p, value in zip(self.params, saved, strict=True):
                     p.copy_(value)
+
+
+def disable_dropout(model: torch.nn.Module) -> int:
+    """Set every dropout probability in `model` to 0 and return how many were > 0.
+
+    RL samples with the model in eval mode (no dropout) and must score the same policy: with
+    LoRA dropout left on in the loss and reference forwards, their log-probs are of other,
+    randomly thinned policies, and the KL to the reference is dropout noise (0.2 per token
+    on the toy reasoner) rather than drift (trl's `disable_dropout`)."""
+    changed = 0
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout) and module.p > 0:
+            module.p = 0.0
+            changed += 1
+    return changed

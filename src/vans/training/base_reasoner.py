@@ -30,11 +30,12 @@ import torch
 from vans.data.manifest import load_manifest
 from vans.data.schema import VNEPSample
 from vans.data.toyworld.perception import option_sentence, perception_questions
+from vans.errors import ConfigError
 from vans.evaluation.bases import MCQ_KINDS, mcq_accuracy, mcq_scores
 from vans.models.checkpoint import VANSSettings
 from vans.models.prompting import ASSISTANT_PROMPT, SYSTEM_PROMPT
 from vans.models.vlm import Reasoner
-from vans.training.config import ConfigError, TrainConfig
+from vans.training.config import TrainConfig
 from vans.training.sft_vlm import Conversation, SFTVLMTask
 from vans.training.stage_io import load_start
 

@@ -16,7 +16,7 @@ from typing import Any, Literal, TypeVar
 
 import yaml
 
-from vans.errors import VansError
+from vans.errors import ConfigError
 
 C = TypeVar("C")
 
@@ -79,10 +79,6 @@ class TrainConfig:
             )
         if problems:
             raise ConfigError("invalid train config: " + "; ".join(problems))
-
-
-class ConfigError(VansError):
-    """A config file or a command-line override does not fit the config dataclass."""
 
 
 def load_config(cls: type[C], path: str | Path | None, overrides: Sequence[str] = ()) -> C:

@@ -12,7 +12,7 @@ Per prompt of a batch (a training sample), everything random drawn from the prom
    checkpoint's negative prompt, exactly as at inference, every step's log-prob recorded.
 3. Rewards. r_v2 = CLIP-V of each video against the ground-truth next event, r_c2 = CLIP-T
    of each video against the anchor caption; each is z-scored within the group, weighted
-   and summed (`joint_grpo.segment_advantages`): one advantage per video.
+   and summed (`rl.advantages.segment_advantages`): one advantage per video.
 4. Loss. For the trained steps j (`train_step_indices`), re-scored under the loop's model
    with gradients: ratio = exp(log p(x_j+1 | x_j) - recorded log p), PPO-clip with the
    advantages, plus beta * KL(step || reference step) (`sde_kl`), the reference being the
@@ -20,24 +20,26 @@ Per prompt of a batch (a training sample), everything random drawn from the prom
    over steps and videos; summed over the scored prompts and divided by the batch's prompt
    count, so every process's equal shard weighs the same.
 
-The loop takes one optimizer step per batch of fresh rollouts, so every update is the first
-on-policy one: the ratio is exactly 1, the clip never binds and the gradient is
-A * grad log p. `ratio/min` and `ratio/max` are logged to catch a mismatch between sampling
-and re-scoring (docs/paper_facts.md#pitfalls-seen-in-other-implementations).
+Steps 1-3 make a `Stage2Group` (`rl.rollout`), step 4 reads it. With `grpo.num_iterations`
+1 (the paper's) the loop takes one optimizer step per batch of fresh rollouts, so every
+update is the first on-policy one: the ratio is exactly 1, the clip never binds and the
+gradient is A * grad log p. With mu > 1 each batch of rollouts serves mu updates and the
+later ones are clipped. `ratio/min` and `ratio/max` are logged to catch a mismatch between
+sampling and re-scoring (docs/paper_facts.md#pitfalls-seen-in-other-implementations).
 `video/frame_diff`, the mean absolute change between consecutive frames, falls towards 0
 when the renderer learns static videos: the reward hacking the paper sees without r_c2
 (`grpo.reward_weights: {r_c2: 0}`).
 
-Memory: the gradient graph of every trained step of every prompt of a micro-batch is held
-until the loop's backward; `gradient_checkpointing`, a smaller `flow.timestep_fraction` or
-more `train.grad_accum` bound it.
+Memory: the loop calls `backward`, which backpropagates each trained step of each prompt
+as soon as it is scored (as Flow-GRPO does), so the peak holds one step's graph whatever
+the number of trained steps; `gradient_checkpointing` shrinks that one.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -45,17 +47,17 @@ import torch
 
 from vans.data.manifest import load_manifest
 from vans.data.schema import VNEPSample
+from vans.errors import ConfigError
 from vans.evaluation.embedders import load_embedder
 from vans.models.checkpoint import VANSSettings, save_checkpoint
 from vans.models.flow_matching import sde_kl
-from vans.models.vdm import Renderer, video_to_uint8
+from vans.models.vdm import Renderer
 from vans.models.vlm import LORA_DIR, Reasoner, SamplingConfig
-from vans.rewards.vans import RewardInputs, caption_rewards, captions_of, stage2_rewards
+from vans.rewards.vans import RewardInputs, stage2_rewards
+from vans.rl.advantages import segment_advantages
+from vans.rl.anchor import Anchor, write_anchor
+from vans.rl.config import FlowGRPOConfig, GRPOConfig
 from vans.rl.flow_grpo import (
-    Conditioning,
-    FlowGRPOConfig,
-    Trajectory,
-    group_noise,
     reference_step_log_prob,
     sample_trajectory,
     step_log_prob,
@@ -64,15 +66,10 @@ from vans.rl.flow_grpo import (
 )
 from vans.rl.grpo import clipped_surrogate
 from vans.rl.reference import ReferenceWeights
-from vans.training.config import ConfigError, TrainConfig
-from vans.training.joint_grpo import (
-    GRPOConfig,
-    collate_prompts,
-    prompt_items,
-    reward_statistics,
-    segment_advantages,
-)
-from vans.training.loop import sample_seed
+from vans.rl.rollout import FrozenParts, Prompt, RolloutBuffer, Stage2Group
+from vans.seeding import sample_seed, seeded_generator
+from vans.training.config import TrainConfig
+from vans.training.joint_grpo import collate_prompts, prompt_items, reward_statistics
 from vans.training.stage_io import CopiedPart, load_start
 
 # Purposes of the seeds derived from a prompt's seed (`sample_seed(seed, purpose)`).
@@ -127,35 +124,6 @@ class JointGRPOVDMConfig:
             raise ConfigError("invalid joint-grpo stage 2 config: " + "; ".join(problems))
 
 
-@dataclass(frozen=True)
-class Anchor:
-    """The caption the frozen reasoner wrote for a prompt."""
-
-    caption: str | None
-    """The first caption with ROUGE-L >= `anchor_min_rouge`; None if none passed."""
-    rouge: float
-    """Its ROUGE-L (the best of the tries when none passed)."""
-    tries: int
-    """Captions looked at: the passing one's position + 1, or all of them."""
-
-
-@dataclass
-class Group:
-    """A scored group of G rollouts of one prompt."""
-
-    anchor: Anchor
-    seed: int
-    """The prompt's seed."""
-    conditioning: Conditioning
-    trajectory: Trajectory
-    videos: torch.Tensor
-    """uint8 (G, T, H, W, 3), on CPU."""
-    rewards: dict[str, torch.Tensor]
-    """(G,) per reward name."""
-    advantages: torch.Tensor
-    """(G,) the weighted sum of the group-normalised rewards."""
-
-
 def frame_diff(videos: torch.Tensor) -> torch.Tensor:
     """Mean absolute difference between consecutive frames of uint8 (B, T, H, W, 3) videos,
     in [0, 1] pixel units (0 for a static video)."""
@@ -184,15 +152,22 @@ class JointGRPOVDMTask:
         self.settings = settings
         self.start = start
         self.sampling = config.anchor_sampling or settings.sampling
+        self.num_iterations = config.grpo.num_iterations
         # The checkpoint's scheduler is saved as it came; rollouts use the settings' shift.
         self._scheduler = renderer.scheduler
         renderer.set_shift(settings.flow_shift)
         reasoner.model.requires_grad_(False).eval()
         self.model = renderer.trainable_transformer(config.gradient_checkpointing)
         self.reference = ReferenceWeights(self.model) if config.grpo.beta > 0 else None
-        self._set_embedder(torch.device("cpu"))
+        self.embedder = load_embedder(config.embedder)
+        self.rewards = stage2_rewards(self.embedder)
         config.grpo.check_rewards(self.rewards)
-        self._negative_embeds: torch.Tensor | None = None
+        self.frozen = FrozenParts(
+            (renderer.vae, renderer.text_encoder, reasoner.model), self.embedder
+        )
+        self._buffer: RolloutBuffer[tuple[list[Anchor], list[Stage2Group]]] = RolloutBuffer(
+            self.num_iterations
+        )
         self._train = prompt_items(
             train_samples, settings, settings.vlm_fps, cache=config.cache_items
         )
@@ -202,154 +177,117 @@ class JointGRPOVDMTask:
             else prompt_items(eval_samples, settings, settings.vlm_fps, cache=config.cache_items)
         )
 
-    def train_dataset(self) -> Sequence[dict[str, Any]]:
+    def train_dataset(self) -> Sequence[Prompt]:
         return self._train
 
-    def eval_dataset(self) -> Sequence[dict[str, Any]] | None:
+    def eval_dataset(self) -> Sequence[Prompt] | None:
         return self._eval
 
-    def collate(self, items: Sequence[dict[str, Any]], seeds: Sequence[int]) -> dict[str, Any]:
+    def collate(self, items: Sequence[Prompt], seeds: Sequence[int]) -> dict[str, Any]:
         return collate_prompts(items, seeds)
-
-    # ------------------------------------------------------------------ placement
-
-    def _set_embedder(self, device: torch.device) -> None:
-        self.embedder = load_embedder(self.config.embedder, device=str(device))
-        self.embedder_device = device
-        self.rewards = stage2_rewards(self.embedder)
-
-    def _place(self, device: torch.device) -> None:
-        """Frozen parts follow the loop's model onto its device (the embedder to a GPU too;
-        a toy embedder stays on the CPU)."""
-        for module in (self.renderer.vae, self.renderer.text_encoder, self.reasoner.model):
-            if next(module.parameters()).device != device:
-                module.to(device)
-        if device.type != "cpu" and self.embedder_device != device:
-            self._set_embedder(device)
 
     # ------------------------------------------------------------------ rollouts
 
-    def write_anchor(self, prompt: dict[str, Any], seed: int) -> Anchor:
-        """Sample `anchor_tries` answers in one call (seeded from the prompt's seed) and
-        take the first whose caption reaches `anchor_min_rouge`."""
-        tries = self.config.anchor_tries
-        texts = self.reasoner.generate(
-            prompt["vlm_frames"],
-            [prompt["question"]],
-            num_samples=tries,
+    def write_anchor(self, prompt: Prompt, seed: int) -> Anchor:
+        """The anchor filter (`rl.anchor.write_anchor`), seeded from the prompt's seed."""
+        return write_anchor(
+            self.reasoner,
+            prompt.vlm_frames,
+            prompt.question,
+            prompt.answer,
+            tries=self.config.anchor_tries,
+            min_rouge=self.config.anchor_min_rouge,
             sampling=self.sampling,
             seed=sample_seed(seed, _ANCHOR),
-            fps=float(prompt["vlm_fps"]),
-        )[0]
-        scores = caption_rewards(texts, prompt["answer"])
-        for i, score in enumerate(scores):
-            if score >= self.config.anchor_min_rouge:
-                return Anchor(captions_of([texts[i]])[0], score, i + 1)
-        return Anchor(None, max(scores), tries)
-
-    @torch.no_grad()
-    def conditioning(self, prompt: dict[str, Any], caption: str) -> Conditioning:
-        """The anchor's embeddings (repeated G times), the negative prompt's when CFG is on,
-        and the input video's reference latents, computed in the encoders' own dtype."""
-        r, s = self.renderer, self.settings
-        size = self.config.grpo.group_size
-        with torch.autocast(r.device.type, enabled=False):
-            embeds = r.encode_prompts([caption])
-            negative = None
-            if self.config.flow.guidance_scale > 1:
-                if self._negative_embeds is None or self._negative_embeds.device != r.device:
-                    self._negative_embeds = r.encode_prompts([s.negative_prompt])
-                negative = self._negative_embeds
-            reference = r.prepare_reference(
-                prompt["reference_frames"], s.num_reference_frames, s.height, s.width
-            )
-        return Conditioning(embeds.expand(size, -1, -1), negative, reference)
+            fps=prompt.vlm_fps,
+        )
 
     @torch.no_grad()
     def rollout(
-        self, model: torch.nn.Module, prompt: dict[str, Any], anchor: Anchor, seed: int
-    ) -> Group:
-        """G SDE trajectories of the anchor caption under `model`, decoded and scored."""
+        self,
+        model: torch.nn.Module,
+        prompt: Prompt,
+        anchor: Anchor,
+        seed: int,
+        *,
+        update: bool = False,
+    ) -> Stage2Group:
+        """G SDE trajectories of the anchor caption under `model`, decoded and scored; with
+        `update`, also the steps to train and their KL reference means."""
         assert anchor.caption is not None
-        r, s, flow = self.renderer, self.settings, self.config.flow
-        size = self.config.grpo.group_size
-        conditioning = self.conditioning(prompt, anchor.caption)
+        r, flow, size = self.renderer, self.config.flow, self.config.grpo.group_size
+        s = replace(self.settings, guidance_scale=flow.guidance_scale)
+        conditioning = r.encode_conditioning([anchor.caption], s, prompt.reference_frames)
+        conditioning = replace(
+            conditioning, prompt_embeds=conditioning.prompt_embeds.expand(size, -1, -1)
+        )
+        noise = r.initial_noise(
+            size,
+            s.num_frames,
+            s.height,
+            s.width,
+            sample_seed(seed, _NOISE),
+            shared=flow.shared_noise,
+        )
         with use_transformer(r, model):
-            noise = group_noise(
-                r,
-                size,
-                s.num_frames,
-                s.height,
-                s.width,
-                sample_seed(seed, _NOISE),
-                shared=flow.shared_noise,
+            trajectory = sample_trajectory(
+                r, noise, conditioning, flow, seeded_generator(seed, _SDE), decode=True
             )
-            generator = torch.Generator().manual_seed(sample_seed(seed, _SDE))
-            trajectory = sample_trajectory(r, noise, conditioning, flow, generator)
-        with torch.autocast(r.device.type, enabled=False):
-            videos = video_to_uint8(r.decode_latents(trajectory.final_latents)).cpu()
+        assert trajectory.videos is not None
+        videos = trajectory.videos.cpu()
         inputs = RewardInputs(
-            truth_caption=prompt["answer"],
+            truth_caption=prompt.answer,
             videos=videos,
             captions=[anchor.caption] * size,
-            truth_video=prompt["target_frames"].cpu(),
+            truth_video=prompt.target_frames.cpu(),
         )
         rewards = {fn.name: fn(inputs) for fn in self.rewards}
         advantages = segment_advantages(rewards, self.rewards, self.config.grpo, by_segment=False)
-        return Group(anchor, seed, conditioning, trajectory, videos, rewards, advantages["all"])
+        group = Stage2Group(
+            anchor, seed, conditioning, trajectory, videos, rewards, advantages["all"], []
+        )
+        if update:
+            steps = train_step_indices(
+                trajectory, flow.timestep_fraction, seeded_generator(seed, _STEPS)
+            )
+            group.train_steps = steps
+            if self.reference is not None:
+                # Taken here, before any gradient forward: the reference swap writes the
+                # weights in place, which must not happen while a graph that saved them
+                # is alive.
+                with use_transformer(r, model):
+                    group.reference_means = [
+                        reference_step_log_prob(
+                            r, trajectory, j, conditioning, flow, self.reference.active()
+                        ).mean
+                        for j in steps
+                    ]
+        return group
 
     def _groups(
-        self, model: torch.nn.Module, batch: dict[str, Any]
-    ) -> tuple[list[Anchor], list[Group]]:
-        self._place(next(model.parameters()).device)
+        self, model: torch.nn.Module, batch: dict[str, Any], update: bool
+    ) -> tuple[list[Anchor], list[Stage2Group]]:
+        self.frozen.place(next(model.parameters()).device)
         anchors, groups = [], []
         for prompt, seed in zip(batch["prompts"], batch["seeds"].tolist(), strict=True):
             anchor = self.write_anchor(prompt, int(seed))
             anchors.append(anchor)
             if anchor.caption is not None:
-                groups.append(self.rollout(model, prompt, anchor, int(seed)))
+                groups.append(self.rollout(model, prompt, anchor, int(seed), update=update))
         return anchors, groups
 
     # ------------------------------------------------------------------ loss
 
-    def _reference_means(
-        self, model: torch.nn.Module, group: Group, steps: list[int]
-    ) -> list[torch.Tensor]:
-        """The reference DiT's step means, all computed before any gradient forward: the
-        reference swap writes the weights in place, which must not happen while a graph
-        that saved them is alive."""
-        assert self.reference is not None
-        with use_transformer(self.renderer, model):
-            return [
-                reference_step_log_prob(
-                    self.renderer,
-                    group.trajectory,
-                    j,
-                    group.conditioning,
-                    self.config.flow,
-                    reference_model=self.reference.active(),
-                ).mean
-                for j in steps
-            ]
-
-    def loss(self, model: torch.nn.Module, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        """The clipped policy loss (+ beta * KL) of the batch's prompts (module docstring),
-        with the rollouts' rewards, anchors, ratios, clip fractions and KL to log. Scalars
-        that need a scored prompt are NaN when every prompt was skipped."""
+    def _step_losses(
+        self, model: torch.nn.Module, groups: Sequence[Stage2Group], num_prompts: int
+    ) -> Iterator[tuple[torch.Tensor, dict[str, Any]]]:
+        """Per trained step of every group: its share of the batch loss (the step's
+        PPO-clip + beta * KL, averaged over steps and videos, divided by the batch's prompt
+        count) and what to log of it. Each piece's graph is its own, so it can be
+        backpropagated as soon as it is yielded."""
         grpo, flow = self.config.grpo, self.config.flow
-        anchors, groups = self._groups(model, batch)
-        plans = []
         for group in groups:
-            generator = torch.Generator().manual_seed(sample_seed(group.seed, _STEPS))
-            steps = train_step_indices(group.trajectory, flow.timestep_fraction, generator)
-            references = self._reference_means(model, group, steps) if grpo.beta > 0 else None
-            plans.append((group, steps, references))
-
-        total = torch.zeros((), requires_grad=True)
-        ratios, kls, clips = [], [], []
-        for group, steps, references in plans:
-            per_step = []
-            for k, j in enumerate(steps):
+            for k, j in enumerate(group.train_steps):
                 with use_transformer(self.renderer, model):
                     out = step_log_prob(
                         self.renderer, group.trajectory, j, group.conditioning, flow
@@ -365,17 +303,45 @@ class JointGRPOVDMTask:
                     grpo.eps_high,
                 )
                 step_loss = surrogate.mean()
-                if references is not None:
-                    kl = sde_kl(out.mean, references[k], out.std)
-                    kls.append(kl.detach())
+                logged: dict[str, Any] = {
+                    "ratio": torch.exp(logp - old).detach().flatten(),
+                    "clip": clip,
+                }
+                if group.reference_means is not None:
+                    kl = sde_kl(out.mean, group.reference_means[k], out.std)
+                    logged["kl"] = kl.detach()
                     step_loss = step_loss + grpo.beta * kl.mean()
-                per_step.append(step_loss)
-                ratios.append(torch.exp(logp - old).detach().flatten())
-                clips.append(clip)
-            total = total + torch.stack(per_step).mean()
+                yield step_loss / (len(group.train_steps) * num_prompts), logged
+
+    def loss(self, model: torch.nn.Module, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """The clipped policy loss (+ beta * KL) of the batch's prompts (module docstring),
+        with the rollouts' rewards, anchors, ratios, clip fractions and KL to log, as one
+        graph; the loop calls `backward` instead, which frees each step's graph at once.
+        Scalars that need a scored prompt are NaN when every prompt was skipped."""
+        return self.backward(model, batch, scale=None)
+
+    def backward(
+        self, model: torch.nn.Module, batch: dict[str, Any], scale: float | None
+    ) -> dict[str, torch.Tensor]:
+        """`loss` with `scale` * the loss backpropagated step by step (gradients accumulate
+        in the parameters; peak memory is one step's graph, not the batch's), the returned
+        "loss" detached. `scale` None backpropagates nothing and returns the loss with its
+        whole graph (`loss`)."""
+        anchors, groups = self._buffer.get(
+            batch["seeds"], lambda: self._groups(model, batch, update=True)
+        )
+        total = torch.zeros((), requires_grad=scale is None)
+        logged = []
+        for piece, row in self._step_losses(model, groups, len(anchors)):
+            if scale is None:
+                total = total + piece
+            else:
+                (piece * scale).backward()
+                total = total + piece.detach()
+            logged.append(row)
         stats = self._group_stats(anchors, groups)
-        stats["loss"] = total / len(anchors)
-        stats.update(_step_stats(ratios, kls, clips, grpo.beta > 0))
+        stats["loss"] = total
+        stats.update(_step_stats(logged, self.config.grpo.beta > 0))
         return stats
 
     @torch.no_grad()
@@ -383,12 +349,14 @@ class JointGRPOVDMTask:
         """The held-out rollouts' rewards, anchors and frame difference, without any update.
         "loss" is minus the mean weighted total reward (`reward/total`), so lower is better
         as for a loss; NaN when every prompt was skipped."""
-        anchors, groups = self._groups(model, batch)
+        anchors, groups = self._groups(model, batch, update=False)
         stats = self._group_stats(anchors, groups)
         stats["loss"] = -stats["reward/total"]
         return stats
 
-    def _group_stats(self, anchors: list[Anchor], groups: list[Group]) -> dict[str, torch.Tensor]:
+    def _group_stats(
+        self, anchors: list[Anchor], groups: list[Stage2Group]
+    ) -> dict[str, torch.Tensor]:
         stats = {
             "anchor/skipped": torch.tensor(sum(a.caption is None for a in anchors) / len(anchors)),
             "anchor/tries_used": torch.tensor(sum(a.tries for a in anchors) / len(anchors)),
@@ -424,22 +392,18 @@ class JointGRPOVDMTask:
         save_checkpoint(out, CopiedPart(self.start / "vlm"), saved, self.settings)
 
 
-def _step_stats(
-    ratios: list[torch.Tensor],
-    kls: list[torch.Tensor],
-    clips: list[dict[str, float]],
-    with_kl: bool,
-) -> dict[str, torch.Tensor]:
+def _step_stats(logged: list[dict[str, Any]], with_kl: bool) -> dict[str, torch.Tensor]:
     """Ratio range and mean, clip fractions and KL over every trained step of the batch
     (NaN without any)."""
-    if not ratios:
+    if not logged:
         keys = ["ratio/mean", "ratio/min", "ratio/max", *_CLIP_KEYS] + ["kl"] * with_kl
         return {k: torch.tensor(math.nan) for k in keys}
-    ratio = torch.cat(ratios)
+    ratio = torch.cat([row["ratio"] for row in logged])
     stats = {"ratio/mean": ratio.mean(), "ratio/min": ratio.min(), "ratio/max": ratio.max()}
+    clips = [row["clip"] for row in logged]
     stats.update({k: torch.tensor(sum(c[k] for c in clips) / len(clips)) for k in _CLIP_KEYS})
     if with_kl:
-        stats["kl"] = torch.cat(kls).mean()
+        stats["kl"] = torch.cat([row["kl"] for row in logged]).mean()
     return stats
 
 

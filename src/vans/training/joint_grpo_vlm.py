@@ -9,16 +9,21 @@ Per prompt (input video, question, ground truth) of a batch, from the prompt's s
    video's reference frames, de-duplicated and batched, with fewer denoising steps than
    inference (`rewards.reward_videos`);
 3. score: r_f (template), r_t1 (ROUGE-L vs the ground-truth caption), r_v1 (CLIP-V of the
-   reward video vs the ground-truth video); advantages by `joint_grpo.segment_advantages`;
+   reward video vs the ground-truth video); advantages by `rl.advantages.segment_advantages`;
 4. update: the per-token log-probabilities of exactly the sampled tokens, recomputed with
    the video fed through the vision tower in this forward (trl's trainer drops the video
    here and trains the policy blind, docs/paper_facts.md#pitfalls-seen-in-other-implementations),
-   PPO-clip + beta * k3 KL to the SFT model (`rl.grpo.grpo_loss`). One update per rollout:
-   the sampling policy is the current one, so the ratio is exactly 1 and the clip only
-   matters for its gradient's definition.
+   PPO-clip + beta * k3 KL to the SFT model (`rl.grpo.grpo_loss`).
 
-Timings of the four phases are logged (`time/*`), with reward-video de-duplication, the
-think length and every reward.
+Steps 1-3 make a `Stage1Group` (`rl.rollout`), step 4 reads it. With
+`grpo.num_iterations` 1 (the paper's) each group serves one update, taken by the policy
+that sampled it, so the ratio is exactly 1 and the clip only matters for its gradient's
+definition. With mu > 1 a group serves mu updates (the loop hands the task the same batch
+mu times); the sampling policy's log-probs are kept with the group, the ratio of the later
+updates moves away from 1 and the clip range binds.
+
+Timings of the four phases are logged (`time/*`; 0 for the phases a reused group skips),
+with reward-video de-duplication, the think length and every reward.
 """
 
 from __future__ import annotations
@@ -32,27 +37,27 @@ import torch
 
 from vans.data.manifest import load_manifest
 from vans.data.schema import VNEPSample
+from vans.errors import ConfigError
 from vans.evaluation.embedders import VideoTextEmbedder, load_embedder
 from vans.evaluation.text_metrics import DEFAULT_ROUGE_VARIANT
 from vans.models.checkpoint import VANSSettings, save_checkpoint
-from vans.models.prompting import segment_spans
+from vans.models.prompting import parse_output
 from vans.models.vdm import Renderer
 from vans.models.vlm import LORA_DIR, Completion, Reasoner, SamplingConfig
-from vans.rewards.reward_videos import RewardVideoConfig, render_reward_videos
-from vans.rewards.vans import RewardInputs, captions_of, stage1_rewards
-from vans.rl.grpo import LossType, grpo_loss, segment_token_advantages
-from vans.rl.reference import ReferenceWeights
+from vans.rewards.reward_videos import render_reward_videos
+from vans.rewards.vans import RewardInputs, stage1_rewards
+from vans.rl.advantages import segment_advantages, segment_token_advantages, token_segment_masks
+from vans.rl.config import GRPOConfig, RewardVideoConfig
+from vans.rl.grpo import LossType, grpo_loss
+from vans.rl.reference import ReferenceWeights, disable_dropout
+from vans.rl.rollout import FrozenParts, Prompt, RolloutBuffer, Stage1Group
 from vans.timing import Timings
-from vans.training.config import ConfigError, TrainConfig
-from vans.training.joint_grpo import (
-    GRPOConfig,
-    collate_prompts,
-    disable_dropout,
-    prompt_items,
-    reward_statistics,
-    segment_advantages,
-)
+from vans.training.config import TrainConfig
+from vans.training.joint_grpo import collate_prompts, prompt_items, reward_statistics
 from vans.training.stage_io import CopiedPart, load_start
+
+PHASES = ("sampling", "reward_videos", "scoring", "update")
+"""The timed phases of a step (`time/<phase>`)."""
 
 
 @dataclass
@@ -105,31 +110,6 @@ class JointGRPOVLMConfig:
             raise ConfigError("invalid joint-grpo stage 1 config: " + "; ".join(problems))
 
 
-def token_segment_masks(
-    tokenizer: Any, token_ids: Sequence[int], length: int
-) -> dict[str, torch.Tensor]:
-    """Bool masks (length,) of the completion tokens inside the [Think] and [Ans] blocks
-    (`prompting.segment_spans` of the decoded text). A token belongs to the block its first
-    character falls in; character offsets come from decoding growing prefixes, exact for any
-    tokenizer (byte-level BPE tokens need not be whole characters)."""
-    ends = [
-        len(tokenizer.decode(token_ids[: i + 1], skip_special_tokens=False))
-        for i in range(len(token_ids))
-    ]
-    text = tokenizer.decode(token_ids, skip_special_tokens=False)
-    starts = [0, *ends[:-1]]
-    spans = segment_spans(text)
-    masks = {}
-    for segment in ("think", "answer"):
-        mask = torch.zeros(length, dtype=torch.bool)
-        span = spans.get(segment)
-        if span is not None:
-            for i, start in enumerate(starts):
-                mask[i] = span[0] <= start < span[1] and ends[i] > start
-        masks[segment] = mask
-    return masks
-
-
 class JointGRPOVLMTask:
     """The `TrainTask` of Stage 1; see the module docstring."""
 
@@ -151,6 +131,7 @@ class JointGRPOVLMTask:
         self.settings = settings
         self.start = start
         self.model: torch.nn.Module = reasoner.model
+        self.num_iterations = config.grpo.num_iterations
         self.rewards = stage1_rewards(embedder, rouge_variant=config.rouge_variant)
         config.grpo.check_rewards(self.rewards)
         self.sampling = SamplingConfig(
@@ -161,8 +142,11 @@ class JointGRPOVLMTask:
         # starting (SFT) policy.
         disable_dropout(self.model)
         self.reference = ReferenceWeights(self.model) if config.grpo.beta > 0 else None
-        for module in (renderer.transformer, renderer.vae, renderer.text_encoder):
+        parts = (renderer.transformer, renderer.vae, renderer.text_encoder)
+        for module in parts:
             module.requires_grad_(False).eval()
+        self.frozen = FrozenParts(parts, embedder)
+        self._buffer: RolloutBuffer[list[Stage1Group]] = RolloutBuffer(self.num_iterations)
         fps = reasoner.fps
         self._train = prompt_items(train_samples, settings, fps, cache=config.cache_items)
         self._eval = (
@@ -171,52 +155,77 @@ class JointGRPOVLMTask:
             else prompt_items(eval_samples, settings, fps, cache=config.cache_items)
         )
 
-    def train_dataset(self) -> Sequence[dict[str, Any]]:
+    def train_dataset(self) -> Sequence[Prompt]:
         return self._train
 
-    def eval_dataset(self) -> Sequence[dict[str, Any]] | None:
+    def eval_dataset(self) -> Sequence[Prompt] | None:
         return self._eval
 
-    def collate(self, items: Sequence[dict[str, Any]], seeds: Sequence[int]) -> dict[str, Any]:
+    def collate(self, items: Sequence[Prompt], seeds: Sequence[int]) -> dict[str, Any]:
         return collate_prompts(items, seeds)
 
     # ------------------------------------------------------------------ rollout
 
     def rollout(
-        self, prompt: dict[str, Any], seed: int, timings: Timings
-    ) -> tuple[list[Completion], dict[str, torch.Tensor], int]:
-        """Sample G answers to one prompt, render their reward videos and score them.
-        Returns the completions, the rewards by name ((G,) each) and the number of distinct
-        captions rendered."""
-        g = self.config.grpo.group_size
+        self, prompt: Prompt, seed: int, timings: Timings, *, update: bool = True
+    ) -> Stage1Group:
+        """Sample G answers to one prompt, render their reward videos, score them and turn
+        the rewards into advantages; with `update`, also the log-probs the loss compares
+        against (the sampling policy's when num_iterations > 1, the reference's)."""
+        c = self.config
         with timings.stage("sampling"):
             completions = self.reasoner.generate_completions(
-                prompt["vlm_frames"],
-                [prompt["question"]],
-                num_samples=g,
+                prompt.vlm_frames,
+                [prompt.question],
+                num_samples=c.grpo.group_size,
                 sampling=self.sampling,
                 seed=seed,
-                fps=prompt["vlm_fps"],
+                fps=prompt.vlm_fps,
             )[0]
-        texts = [c.text for c in completions]
+        parsed = [parse_output(x.text) for x in completions]
         with timings.stage("reward_videos"):
             videos = render_reward_videos(
                 self.renderer,
-                captions_of(texts),
-                reference_frames=prompt["reference_frames"],
+                [p.caption for p in parsed],
+                reference_frames=prompt.reference_frames,
                 settings=self.settings,
-                config=self.config.reward_videos,
+                config=c.reward_videos,
                 seed=seed,
             )
         with timings.stage("scoring"):
             inputs = RewardInputs(
-                completions=texts,
-                truth_caption=prompt["answer"],
+                completions=[x.text for x in completions],
+                parsed=parsed,
+                truth_caption=prompt.answer,
                 videos=videos.videos,
-                truth_video=prompt["target_frames"],
+                truth_video=prompt.target_frames,
             )
             rewards = {fn.name: fn(inputs) for fn in self.rewards}
-        return completions, rewards, videos.num_unique
+        length = max(len(x.token_ids) for x in completions)
+        masks = [
+            token_segment_masks(self.reasoner.tokenizer, x.token_ids.tolist(), length)
+            for x in completions
+        ]
+        token_advantages, advantages = self.token_advantages(completions, rewards, masks)
+        group = Stage1Group(
+            prompt=prompt,
+            completions=completions,
+            parsed=parsed,
+            videos=videos.videos,
+            num_unique=videos.num_unique,
+            rewards=rewards,
+            advantages=advantages,
+            token_advantages=token_advantages,
+            think_tokens=[int(m["think"].sum()) for m in masks],
+        )
+        if update:
+            with timings.stage("update"), torch.no_grad():
+                if self.num_iterations > 1:
+                    group.old_logp = self._logprobs(group)[0]
+                if self.reference is not None:
+                    with self.reference.active():
+                        group.ref_logp = self._logprobs(group)[0]
+        return group
 
     def token_advantages(
         self,
@@ -242,88 +251,81 @@ class JointGRPOVLMTask:
         )
         return per_token, adv["all"]
 
+    def _groups(self, batch: dict[str, Any], timings: Timings, update: bool) -> list[Stage1Group]:
+        self.frozen.place(self.reasoner.device)
+        pairs = zip(batch["prompts"], batch["seeds"].tolist(), strict=True)
+        return [self.rollout(prompt, int(seed), timings, update=update) for prompt, seed in pairs]
+
+    def _logprobs(self, group: Stage1Group) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-token log-probs (G, L) and mask of the sampled tokens, video included."""
+        return self.reasoner.completion_logprobs(
+            group.prompt.vlm_frames,
+            group.prompt.question,
+            [x.token_ids for x in group.completions],
+            temperature=self.config.temperature,
+            fps=group.prompt.vlm_fps,
+        )
+
     # ------------------------------------------------------------------ loss
 
     def loss(self, model: torch.nn.Module, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        return self._step(model, batch, update=True)
+        """The GRPO loss of the batch's groups (made fresh, or the buffered ones on the
+        later of `num_iterations` updates) with the rollouts' statistics."""
+        if model is not self.reasoner.model:
+            raise ValueError("Stage 1 computes log-probabilities through the task's reasoner")
+        c = self.config
+        timings = Timings()
+        groups = self._buffer.get(batch["seeds"], lambda: self._groups(batch, timings, True))
+        out = self._statistics(groups)
+        losses, rows = [], []
+        with timings.stage("update"):
+            for group in groups:
+                logp, mask = self._logprobs(group)
+                old = None if group.old_logp is None else group.old_logp.to(logp.device)
+                loss, stats = grpo_loss(
+                    logp,
+                    old,
+                    group.ref_logp,
+                    group.token_advantages.to(logp.device),
+                    mask,
+                    eps_low=c.grpo.clip_range,
+                    eps_high=c.grpo.eps_high,
+                    beta=c.grpo.beta,
+                    loss_type=c.loss_type,
+                    max_completion_length=self.sampling.max_new_tokens,
+                )
+                losses.append(loss)
+                rows.append(stats)
+        out["loss"] = torch.stack(losses).mean()
+        for key in rows[0]:
+            out[key] = torch.tensor([row[key] for row in rows]).mean()
+        out.update({f"time/{name}": torch.tensor(0.0) for name in PHASES})
+        out.update({f"time/{name}": torch.tensor(s) for name, s in timings.items()})
+        return out
 
     @torch.no_grad()
     def evaluate(self, model: torch.nn.Module, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         """Held-out rewards of G sampled answers per prompt (no update). "loss" is minus the
         weighted reward total, so a falling eval loss is a rising reward."""
-        return self._step(model, batch, update=False)
-
-    def _logprobs(
-        self, prompt: dict[str, Any], completions: Sequence[Completion]
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-token log-probs (G, L) and mask of the sampled tokens, video included."""
-        return self.reasoner.completion_logprobs(
-            prompt["vlm_frames"],
-            prompt["question"],
-            [x.token_ids for x in completions],
-            temperature=self.config.temperature,
-            fps=prompt["vlm_fps"],
-        )
-
-    def _step(
-        self, model: torch.nn.Module, batch: dict[str, Any], *, update: bool
-    ) -> dict[str, torch.Tensor]:
-        if model is not self.reasoner.model:
-            raise ValueError("Stage 1 computes log-probabilities through the task's reasoner")
-        c = self.config
         timings = Timings()
-        groups = []  # per prompt: (prompt, completions, per-token advantages, ref log-probs)
-        all_rewards, advantages, think_tokens, lengths, unique = [], [], [], [], []
-        for prompt, seed in zip(batch["prompts"], batch["seeds"].tolist(), strict=True):
-            completions, rewards, num_unique = self.rollout(prompt, seed, timings)
-            all_rewards.append(rewards)
-            unique.append(num_unique)
-            length = max(len(x.token_ids) for x in completions)
-            masks = [
-                token_segment_masks(self.reasoner.tokenizer, x.token_ids.tolist(), length)
-                for x in completions
-            ]
-            lengths += [len(x.token_ids) for x in completions]
-            think_tokens += [int(m["think"].sum()) for m in masks]
-            per_token, sequence_adv = self.token_advantages(completions, rewards, masks)
-            advantages.append(sequence_adv)
-            ref_logp = None
-            if update and self.reference is not None:
-                # Every reference forward comes before the policy forwards: swapping the
-                # weights in would invalidate the graphs they build.
-                with timings.stage("update"), torch.no_grad(), self.reference.active():
-                    ref_logp = self._logprobs(prompt, completions)[0]
-            groups.append((prompt, completions, per_token, ref_logp))
-        out = reward_statistics(all_rewards, self.rewards, c.grpo, advantages)
-        out["length/think_tokens"] = torch.tensor(think_tokens, dtype=torch.float32).mean()
+        out = self._statistics(self._groups(batch, timings, False))
+        out["loss"] = -out["reward/total"]
+        out.update({f"time/{name}": torch.tensor(s) for name, s in timings.items()})
+        return out
+
+    def _statistics(self, groups: Sequence[Stage1Group]) -> dict[str, torch.Tensor]:
+        out = reward_statistics(
+            [g.rewards for g in groups],
+            self.rewards,
+            self.config.grpo,
+            [g.advantages for g in groups],
+        )
+        lengths = [len(x.token_ids) for g in groups for x in g.completions]
+        think = [n for g in groups for n in g.think_tokens]
+        out["length/think_tokens"] = torch.tensor(think, dtype=torch.float32).mean()
         out["length/completion_tokens"] = torch.tensor(lengths, dtype=torch.float32).mean()
-        out["reward_videos/unique"] = torch.tensor(unique, dtype=torch.float32).mean()
-        if not update:
-            out["loss"] = -out["reward/total"]
-        else:
-            losses, stats_rows = [], []
-            with timings.stage("update"):
-                for prompt, completions, per_token, ref_logp in groups:
-                    logp, mask = self._logprobs(prompt, completions)
-                    loss, stats = grpo_loss(
-                        logp,
-                        None,
-                        ref_logp,
-                        per_token.to(logp.device),
-                        mask,
-                        eps_low=c.grpo.clip_range,
-                        eps_high=c.grpo.eps_high,
-                        beta=c.grpo.beta,
-                        loss_type=c.loss_type,
-                        max_completion_length=self.sampling.max_new_tokens,
-                    )
-                    losses.append(loss)
-                    stats_rows.append(stats)
-            out["loss"] = torch.stack(losses).mean()
-            for key in stats_rows[0]:
-                out[key] = torch.tensor([row[key] for row in stats_rows]).mean()
-        for name, seconds in timings.items():
-            out[f"time/{name}"] = torch.tensor(seconds)
+        unique = [float(g.num_unique) for g in groups]
+        out["reward_videos/unique"] = torch.tensor(unique).mean()
         return out
 
     def save_pretrained(self, model: torch.nn.Module, out: Path) -> None:

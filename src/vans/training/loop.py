@@ -25,14 +25,16 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import yaml
 from accelerate import Accelerator
 from accelerate.utils import gather_object, send_to_device, set_seed
 from rich.console import Console
 
+from vans.errors import ConfigError
 from vans.io import atomic_dir, atomic_file, write_text
+from vans.progress import progress_bar
+from vans.seeding import EVAL_STREAM, ORDER_STREAM, sample_seed
 from vans.training.checkpointing import (
     TrainState,
     latest_checkpoint,
@@ -41,14 +43,13 @@ from vans.training.checkpointing import (
     save_checkpoint,
     trainable_parameters,
 )
-from vans.training.config import ConfigError, TrainConfig, config_to_dict
+from vans.training.config import TrainConfig, config_to_dict
 from vans.training.task import TrainTask
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
 CURVES_FILE = "curves.png"
 FINAL_DIR = "final"
-_TRAIN_STREAM, _EVAL_STREAM = 0, 1
 _BUCKET_NUMEL = 1 << 24  # gradient elements averaged per collective
 
 
@@ -83,15 +84,9 @@ def lr_factor(step: int, schedule: str, warmup_steps: int, total_steps: int) -> 
     raise ValueError(f"unknown lr_schedule {schedule!r}")
 
 
-def sample_seed(seed: int, position: int, stream: int = _TRAIN_STREAM) -> int:
-    """The seed for every random choice about the sample at `position` of the run (stream 0)
-    or of the eval set (stream 1): well mixed, so neighbouring positions are unrelated."""
-    return int(np.random.SeedSequence([seed, stream, position]).generate_state(1)[0])
-
-
 def epoch_permutation(seed: int, epoch: int, size: int) -> torch.Tensor:
     """The data order of one epoch."""
-    generator = torch.Generator().manual_seed(sample_seed(seed, epoch, stream=2))
+    generator = torch.Generator().manual_seed(sample_seed(seed, epoch, stream=ORDER_STREAM))
     return torch.randperm(size, generator=generator)
 
 
@@ -135,7 +130,8 @@ def train(
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
     world, rank = accelerator.num_processes, accelerator.process_index
     main = accelerator.is_main_process
-    _check(config, world)
+    iterations = getattr(task, "num_iterations", 1)
+    _check(config, world, iterations)
     out_dir = Path(config.out_dir)
     run_config = run_config if run_config is not None else config_to_dict(config)
 
@@ -190,7 +186,8 @@ def train(
         dtype=torch.bfloat16,
         enabled=config.mixed_precision == "bf16",
     )
-    micro_batches = _micro_batches(task, dataset, config, state, world, rank)
+    backward = getattr(task, "backward", None)
+    micro_batches = _micro_batches(task, dataset, config, state, world, rank, iterations)
     losses: list[float] = []
     seconds = 0.0  # in training steps only: eval and checkpoints are not throughput
     pending: list[dict[str, float]] = []  # steps since the last metrics row
@@ -203,8 +200,11 @@ def train(
             for _ in range(config.grad_accum):
                 batch = send_to_device(next(micro_batches), accelerator.device)
                 with autocast():
-                    out = task.loss(model, batch)
-                (out["loss"] / config.grad_accum).backward()
+                    if backward is not None:  # the task backpropagates piece by piece
+                        out = backward(model, batch, 1 / config.grad_accum)
+                    else:
+                        out = task.loss(model, batch)
+                        (out["loss"] / config.grad_accum).backward()
                 for key, value in out.items():
                     value = float(torch.as_tensor(value).detach())
                     values.setdefault(key, []).append(value)
@@ -214,7 +214,9 @@ def train(
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
-            state = TrainState(state.step + 1, state.samples_seen + config.batch_size, world)
+            # A step that reuses the previous step's batch (num_iterations) sees no new sample.
+            fresh = config.batch_size if state.step % iterations == 0 else 0
+            state = TrainState(state.step + 1, state.samples_seen + fresh, world)
             scalars = _mean_over_processes(values, accelerator)
             took = time.perf_counter() - began
             seconds += took
@@ -272,7 +274,11 @@ def _check_resumed_config(checkpoint: Path, run_config: dict[str, Any]) -> None:
     """Refuse to resume a run with settings other than the checkpoint's, naming them."""
     saved = yaml.safe_load((checkpoint / CONFIG_FILE).read_text(encoding="utf-8")) or {}
     old, new = _flatten(saved), _flatten(json.loads(json.dumps(run_config, default=str)))
-    changed = sorted(k for k in {*old, *new} - RESUMABLE_CHANGES if old.get(k) != new.get(k))
+    changed = sorted(
+        key
+        for key in {*old, *new}
+        if key.removeprefix("train.") not in RESUMABLE_CHANGES and old.get(key) != new.get(key)
+    )
     if changed:
         shown = ", ".join(f"{k} ({old.get(k)!r} -> {new.get(k)!r})" for k in changed[:4])
         raise ConfigError(
@@ -291,7 +297,7 @@ def _flatten(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
-def _check(config: TrainConfig, world: int) -> None:
+def _check(config: TrainConfig, world: int, iterations: int) -> None:
     """Field values that cannot run, named."""
     for name in ("steps", "batch_size", "grad_accum", "save_every", "keep_last", "log_every"):
         if getattr(config, name) < 1:
@@ -299,6 +305,11 @@ def _check(config: TrainConfig, world: int) -> None:
     for name in ("eval_every", "eval_samples", "warmup_steps", "num_workers", "seed"):
         if getattr(config, name) < 0:
             raise ConfigError(f"train.{name} must be >= 0, got {getattr(config, name)}")
+    if config.save_every % iterations:
+        raise ConfigError(
+            f"train.save_every={config.save_every} must be a multiple of grpo.num_iterations "
+            f"({iterations}): a resumed run must start at a fresh batch of rollouts"
+        )
     if config.batch_size % (world * config.grad_accum):
         raise ConfigError(
             f"train.batch_size={config.batch_size} must be a multiple of the number of "
@@ -334,15 +345,20 @@ class _Collate:
 
 
 class _StepSampler:
-    """This process's micro-batches of positions, from `start` to the end of the run."""
+    """This process's micro-batches of positions, from `start` to the end of the run; with
+    `iterations` > 1 every step's positions are given that many steps in a row (trl's
+    `RepeatSampler`: an RL task reuses its rollouts of a batch for that many updates)."""
 
-    def __init__(self, config: TrainConfig, state: TrainState, world: int, rank: int) -> None:
+    def __init__(
+        self, config: TrainConfig, state: TrainState, world: int, rank: int, iterations: int
+    ) -> None:
         self.config, self.state, self.world, self.rank = config, state, world, rank
+        self.iterations = iterations
 
     def __iter__(self) -> Iterator[list[int]]:
         cfg = self.config
         for s in range(self.config.steps - self.state.step):
-            first = self.state.samples_seen + s * cfg.batch_size
+            first = self.state.samples_seen + s // self.iterations * cfg.batch_size
             yield from micro_batch_positions(
                 first, cfg.batch_size, cfg.grad_accum, self.world, self.rank
             )
@@ -358,10 +374,11 @@ def _micro_batches(
     state: TrainState,
     world: int,
     rank: int,
+    iterations: int,
 ) -> Iterator[dict[str, Any]]:
     loader = torch.utils.data.DataLoader(
         _Positions(dataset, config.seed),
-        batch_sampler=_StepSampler(config, state, world, rank),
+        batch_sampler=_StepSampler(config, state, world, rank, iterations),
         collate_fn=_Collate(task),
         num_workers=config.num_workers,
         # A private generator: a fresh loader must not draw from the global RNG, or a
@@ -473,7 +490,7 @@ def _evaluate(
     for i in range(0, len(mine), size):
         chunk = mine[i : i + size]
         batch = task.collate(
-            [items[j] for j in chunk], [sample_seed(config.seed, j, _EVAL_STREAM) for j in chunk]
+            [items[j] for j in chunk], [sample_seed(config.seed, j, EVAL_STREAM) for j in chunk]
         )
         with autocast():
             out = score(model, send_to_device(batch, accelerator.device))
@@ -577,8 +594,6 @@ def _progress(console: Console | None, total: int, done: int) -> Iterator[Any]:
 
         yield line
         return
-    from vans.cli.progress import progress_bar
-
     with progress_bar(console) as bar:
         task = bar.add_task("training", total=total, completed=done)
 

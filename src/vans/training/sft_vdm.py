@@ -50,9 +50,10 @@ import torch
 from vans.data.dataset import VideoViews, VNEPDataset
 from vans.data.manifest import load_manifest
 from vans.data.schema import VNEPSample
+from vans.errors import ConfigError
 from vans.models.checkpoint import VANSSettings, save_checkpoint
 from vans.models.vdm import Renderer, conditional_velocity
-from vans.training.config import ConfigError, TrainConfig
+from vans.training.config import TrainConfig
 from vans.training.stage_io import CopiedPart, LazyItems, load_start
 
 CLIP_CAPTIONS: dict[str, dict[str, str]] = {

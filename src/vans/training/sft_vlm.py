@@ -27,14 +27,14 @@ import torch.nn.functional as F
 from vans.data.dataset import VideoViews, VNEPDataset
 from vans.data.manifest import load_manifest
 from vans.data.schema import VNEPSample
-from vans.errors import VansError
+from vans.errors import ConfigError, VansError
 from vans.models.checkpoint import (
     VANSSettings,
     save_checkpoint,
 )
 from vans.models.prompting import format_target
 from vans.models.vlm import LORA_DIR, Reasoner
-from vans.training.config import ConfigError, TrainConfig
+from vans.training.config import TrainConfig
 from vans.training.stage_io import CopiedPart, LazyItems, load_start
 
 IGNORE_INDEX = -100

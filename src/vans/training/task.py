@@ -46,6 +46,15 @@ class TrainTask(Protocol):
     # Optional: `evaluate(model, batch) -> dict[str, Tensor]`, the scalars logged as
     # `eval_<name>` on held-out items (no gradients, model in eval mode); without it the
     # loop evaluates `loss`. An RL stage reports its held-out rewards this way.
+    #
+    # Optional: `backward(model, batch, scale) -> dict[str, Tensor]`, `loss` with
+    # `scale * loss` backpropagated by the task itself, piece by piece, and "loss" returned
+    # detached; the loop then calls it instead of `loss` + backward (Stage 2 frees each
+    # denoising step's graph as soon as it is scored).
+    #
+    # Optional: `num_iterations: int` (trl's mu), how many optimizer steps each batch
+    # serves: the loop hands the task the same micro-batches that many steps in a row, and
+    # the task may reuse what it computed from them the first time (its rollouts).
 
     def save_pretrained(self, model: torch.nn.Module, out: Path) -> None:
         """Write the trained (unwrapped) model to `out` in the project's checkpoint layout,

@@ -38,10 +38,11 @@ import torch
 from vans.data.dataset import VideoViews, VNEPDataset
 from vans.data.manifest import load_manifest
 from vans.data.schema import VNEPSample
+from vans.errors import ConfigError
 from vans.evaluation.video_metrics import psnr
 from vans.models.checkpoint import VANSSettings, save_checkpoint
 from vans.models.vdm import Renderer, video_to_unit
-from vans.training.config import ConfigError, TrainConfig
+from vans.training.config import TrainConfig
 from vans.training.stage_io import CopiedPart, LazyItems, load_start
 
 

@@ -1,4 +1,4 @@
-"""The progress bar every long `vans` command shows."""
+"""The progress bar every long `vans` command and the training loop show."""
 
 from __future__ import annotations
 
