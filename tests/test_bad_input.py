@@ -3,6 +3,7 @@ line naming the culprit, no traceback, and leaves everything outside --out as it
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,20 @@ def world(tmp_path_factory: pytest.TempPathFactory, tiny_checkpoint: Path) -> di
     (root / "users").mkdir()
     (root / "users" / "notes.txt").write_text("mine")
     video = next((root / "toy" / "videos").glob("*_input.mp4"))
+    damaged = {
+        "truncated_vlm": "vlm/model.safetensors",
+        "truncated_vae": "vdm/vae/diffusion_pytorch_model.safetensors",
+    }
+    for name, part in damaged.items():
+        shutil.copytree(tiny_checkpoint, root / name)
+        weights = root / name / part
+        weights.write_bytes(weights.read_bytes()[:500])
+    for name, line in (("bad_steps", "steps: -3"), ("too_many_refs", "num_reference_frames: 40")):
+        shutil.copytree(tiny_checkpoint, root / name)
+        settings = root / name / "vans.yaml"
+        key = line.split(":")[0]
+        kept = [x for x in settings.read_text().splitlines() if not x.startswith(f"{key}:")]
+        settings.write_text("\n".join([*kept, line]) + "\n")
     return {
         "ckpt": str(tiny_checkpoint),
         "manifest": str(manifest),
@@ -87,6 +102,26 @@ CASES |= {
     ),
     "adam betas": (["train", "sft-vlm", "train.adam_betas=[0.9,1.5]"], "adam_betas must be"),
     "config not UTF-8": (["train", "sft-vlm", "--config", "{root}/latin1.yaml"], "not UTF-8"),
+    "truncated reasoner weights": (
+        ["predict", "--checkpoint", "{root}/truncated_vlm", "--video", "{video}",
+         "--question", "q", "--out", "{root}/o6"],
+        "truncated_vlm/vlm: cannot load the reasoner: Error while deserializing header",
+    ),
+    "truncated VAE weights": (
+        ["predict", "--checkpoint", "{root}/truncated_vae", "--video", "{video}",
+         "--question", "q", "--out", "{root}/o7"],
+        "truncated_vae/vdm/vae: cannot load",
+    ),
+    "vans.yaml value": (
+        ["predict", "--checkpoint", "{root}/bad_steps", "--video", "{video}",
+         "--question", "q", "--out", "{root}/o8"],
+        "vans.yaml: steps must be a whole number >= 1, got -3",
+    ),
+    "more reference frames than the clip has": (
+        ["predict", "--checkpoint", "{root}/too_many_refs", "--video", "{video}",
+         "--question", "q", "--out", "{root}/o9"],
+        "num_reference_frames (40) is more than the 9 latent frames",
+    ),
     "probability above 1": (
         ["data", "toyworld", "--out", "{root}/t3", "--multi-future", "1.5"],
         "multi_future is a probability",

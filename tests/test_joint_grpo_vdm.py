@@ -210,9 +210,10 @@ def test_the_first_passing_caption_is_the_anchor(task, monkeypatch):
 
 
 def test_anchor_filter_skips_and_counts(setup):
-    """No caption reaches ROUGE-L 1.01: every prompt is skipped after all its tries, the
-    loss is 0 and still backpropagates, and the reward scalars are NaN (nothing scored)."""
-    task = build_joint_grpo_vdm_task(make_config(setup, anchor_min_rouge=1.01, anchor_tries=3))
+    """No caption of the random reasoner reaches ROUGE-L 1: every prompt is skipped after all
+    its tries, the loss is 0 and still backpropagates, and the reward scalars are NaN
+    (nothing scored). A threshold above 1, which nothing can reach, is refused."""
+    task = build_joint_grpo_vdm_task(make_config(setup, anchor_min_rouge=1.0, anchor_tries=3))
     out = task.loss(task.model, batch_of(task))
     assert float(out["anchor/skipped"]) == 1.0 and float(out["anchor/tries_used"]) == 3.0
     assert float(out["loss"].detach()) == 0.0
@@ -220,6 +221,8 @@ def test_anchor_filter_skips_and_counts(setup):
     assert all(math.isnan(float(out[k])) for k in (*REWARD_KEYS, "ratio/max", "kl"))
     with pytest.raises(ConfigError, match="anchor_tries must be >= 1"):
         make_config(setup, anchor_tries=0)
+    with pytest.raises(ConfigError, match=r"anchor_min_rouge is a ROUGE-L, in \[0, 1\]"):
+        make_config(setup, anchor_min_rouge=2.0)
     with pytest.raises(ConfigError, match="unknown rewards \\['r_t1'\\]"):
         build_joint_grpo_vdm_task(
             make_config(setup, grpo=GRPOConfig(group_size=2, reward_weights={"r_t1": 0}))

@@ -197,3 +197,14 @@ def test_same_seed_same_checkpoint(tmp_path) -> None:
     ):
         assert torch.equal(x, y), k
     assert np.isfinite(a.transformer.state_dict()["proj_out.weight"].numpy()).all()
+
+
+def test_cli_predict_in_bfloat16(tiny_checkpoint, toy_video, tmp_path) -> None:
+    """The README's GPU command, on the CPU: diffusers keeps some DiT parameters in float32,
+    and the DiT's input must still take the compute dtype."""
+    args = ["predict", "--checkpoint", str(tiny_checkpoint), "--video", str(toy_video)]
+    assert (
+        run([*args, "--question", "What next?", "--out", str(tmp_path), "--dtype", "bfloat16"]) == 0
+    )
+    report = json.loads((tmp_path / "prediction.json").read_text())
+    assert read_video(tmp_path / report["answers"][0]["video"]).frames.shape == (17, 64, 64, 3)

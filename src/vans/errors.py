@@ -27,3 +27,10 @@ def check_choice(name: str, value: str, choices: Sequence[str]) -> None:
     """Raise `GRPOError` unless `value` is one of `choices`."""
     if value not in choices:
         raise GRPOError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+
+
+def one_line(exc: BaseException) -> str:
+    """A library exception as one line for a `VansError` message: its first non-empty line
+    (torch and transformers explain on many), or its type when it says nothing."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__

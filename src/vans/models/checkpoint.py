@@ -12,6 +12,7 @@ weights onto disk, at once, with no network retries.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,10 +65,47 @@ class VANSSettings(RenderSettings):
                     f"{source}: unknown sampling settings {bad}; known: {sorted(known)}"
                 )
             data["sampling"] = SamplingConfig(**data["sampling"])
-        return cls(**data)
+        settings = cls(**data)
+        problems = settings.problems()
+        if problems:
+            raise CheckpointError(f"{source}: " + "; ".join(problems))
+        return settings
+
+    def problems(self) -> list[str]:
+        """What in these settings cannot run, by field (a hand-edited vans.yaml)."""
+        problems = []
+        counts = ("num_frames", "height", "width", "steps", "reference_video_frames")
+        for name in counts:
+            value = getattr(self, name)
+            if not _is_int(value) or value < 1:
+                problems.append(f"{name} must be a whole number >= 1, got {value!r}")
+        for name in ("vlm_fps", "output_fps", "flow_shift"):
+            value = getattr(self, name)
+            if not (_is_number(value) and math.isfinite(value) and value > 0):
+                problems.append(f"{name} must be a positive number, got {value!r}")
+        if not (_is_number(self.guidance_scale) and math.isfinite(self.guidance_scale)):
+            problems.append(f"guidance_scale must be a number, got {self.guidance_scale!r}")
+        n, clip = self.num_reference_frames, self.reference_video_frames
+        if not _is_int(n) or n < 0:
+            problems.append(f"num_reference_frames must be a whole number >= 0, got {n!r}")
+        elif _is_int(clip) and clip >= 1 and n > (available := (clip - 1) // 4 + 1):
+            # reference latents are picked from the encoded input clip (Wan's VAE: 4x in time)
+            problems.append(
+                f"num_reference_frames ({n}) is more than the {available} latent frames of the "
+                f"{clip}-frame input clip (reference_video_frames)"
+            )
+        return problems
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def save_checkpoint(

@@ -36,11 +36,11 @@ from diffusers import (
     WanTransformer3DModel,
 )
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
-from safetensors import SafetensorError
 from transformers import AutoTokenizer, UMT5Config, UMT5EncoderModel
 
 from vans.data.video import resize_center_crop
-from vans.models.errors import CheckpointError
+from vans.errors import one_line
+from vans.models.errors import LOAD_ERRORS, CheckpointError
 from vans.models.flow_matching import FlowStep, Schedule, scheduler_step, set_schedule
 from vans.timing import Timings, maybe_stage
 
@@ -157,7 +157,10 @@ def conditional_velocity(
     WanTransformer3DModel's arguments. Returns float32 (B, C, T', h, w).
     """
     batch = latents.shape[0]
-    dtype = next(transformer.parameters()).dtype
+    # The compute dtype is the patch embedding's: diffusers keeps some parameters (the
+    # scale-shift table, norms) in float32 whatever the model's dtype, and one of them is
+    # the first parameter. DDP wraps the model in `.module`.
+    dtype = getattr(transformer, "module", transformer).patch_embedding.weight.dtype
     hidden = latents
     num_reference_frames = 0
     if reference is not None:
@@ -413,8 +416,8 @@ class Renderer:
         def load(part: str, loader: Callable[[], Any]) -> Any:
             try:
                 return loader()
-            except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as exc:
-                raise CheckpointError(f"{path / part}: cannot load: {exc}") from exc
+            except LOAD_ERRORS as exc:
+                raise CheckpointError(f"{path / part}: cannot load: {one_line(exc)}") from exc
 
         transformer = load(
             "transformer",

@@ -41,7 +41,8 @@ from transformers import (
 )
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
-from vans.models.errors import CheckpointError
+from vans.errors import one_line
+from vans.models.errors import LOAD_ERRORS, CheckpointError
 from vans.models.prompting import (
     END_OF_TEXT,
     IM_END,
@@ -371,8 +372,8 @@ class Reasoner:
                 path, local_files_only=True, dtype=dtype, output_loading_info=True
             )
             tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-        except (OSError, ValueError, RuntimeError, KeyError) as exc:
-            raise CheckpointError(f"{path}: cannot load the reasoner: {exc}") from exc
+        except LOAD_ERRORS as exc:
+            raise CheckpointError(f"{path}: cannot load the reasoner: {one_line(exc)}") from exc
         if info.get("missing_keys"):
             missing = sorted(info["missing_keys"])
             raise CheckpointError(
@@ -403,8 +404,8 @@ class Reasoner:
                 self.peft_model = PeftModel.from_pretrained(
                     self.model, path, is_trainable=trainable
                 )
-        except (OSError, ValueError, RuntimeError, KeyError) as exc:
-            raise CheckpointError(f"{path}: cannot load the LoRA adapter: {exc}") from exc
+        except LOAD_ERRORS as exc:
+            raise CheckpointError(f"{path}: cannot load the LoRA adapter: {one_line(exc)}") from exc
 
     def save_pretrained(self, path: str | Path) -> Path:
         """Write model (safetensors), tokenizer and video settings to `path`; a LoRA adapter

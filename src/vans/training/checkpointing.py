@@ -28,6 +28,7 @@ import torch
 import yaml
 from safetensors.torch import load_file, save_file
 
+from vans.errors import one_line
 from vans.io import atomic_dir
 from vans.models.errors import CheckpointError
 
@@ -161,8 +162,7 @@ def load_checkpoint(
         info = json.loads((path / "state.json").read_text(encoding="utf-8"))
         state = TrainState(int(info["step"]), int(info["samples_seen"]), int(info["num_processes"]))
     except Exception as exc:  # truncated files, pickles, bad JSON: all mean "damaged"
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path}: damaged ({type(exc).__name__}: {reason})") from None
+        raise CheckpointError(f"{path}: damaged ({type(exc).__name__}: {one_line(exc)})") from None
     missing, unexpected = sorted(set(params) - set(weights)), sorted(set(weights) - set(params))
     if missing or unexpected:
         raise CheckpointError(

@@ -118,8 +118,10 @@ class JointGRPOVDMConfig:
         problems = []
         if self.anchor_tries < 1:
             problems.append(f"anchor_tries must be >= 1, got {self.anchor_tries}")
-        if not self.anchor_min_rouge >= 0:
-            problems.append(f"anchor_min_rouge must be >= 0, got {self.anchor_min_rouge}")
+        if not 0 <= self.anchor_min_rouge <= 1:  # above 1 no anchor passes: nothing trains
+            problems.append(
+                f"anchor_min_rouge is a ROUGE-L, in [0, 1]; got {self.anchor_min_rouge}"
+            )
         if problems:
             raise ConfigError("invalid joint-grpo stage 2 config: " + "; ".join(problems))
 
