@@ -122,6 +122,14 @@ CASES |= {
          "--question", "q", "--out", "{root}/o9"],
         "num_reference_frames (40) is more than the 9 latent frames",
     ),
+    "training out_dir is a file": (
+        ["train", "sft-vlm", "checkpoint={ckpt}", "train_manifest={manifest}", "eval_manifest=null",
+         "train.out_dir={file}", "train.steps=1", "train.warmup_steps=0"],
+        "a_file: cannot be made a folder",
+    ),
+    "odd frame size": (
+        ["data", "toyworld", "--out", "{root}/t4", "--size", "33x65"], "size must be even"
+    ),
     "probability above 1": (
         ["data", "toyworld", "--out", "{root}/t3", "--multi-future", "1.5"],
         "multi_future is a probability",

@@ -133,6 +133,12 @@ def train(
     iterations = getattr(task, "num_iterations", 1)
     _check(config, world, iterations)
     out_dir = Path(config.out_dir)
+    try:  # before any work: a run that cannot write its checkpoints must not start
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            f"train.out_dir {out_dir}: cannot be made a folder ({exc.strerror or exc})"
+        ) from None
     run_config = run_config if run_config is not None else config_to_dict(config)
 
     dataset = task.train_dataset()

@@ -66,6 +66,8 @@ class ToyWorldConfig:
                 f"size must be HxW with 32 <= H <= W, H <= {MAX_SIZE[0]}, W <= {MAX_SIZE[1]}; "
                 f"got {h}x{w}"
             )
+        if h % 2 or w % 2:  # H.264 4:2:0 stores even sizes: an odd one would lose a row
+            yield f"size must be even in both sides (H.264 stores even sizes), got {h}x{w}"
         if not 0 <= self.seed < 2**32:
             yield f"seed must be in [0, 2**32), got {self.seed}"
         if not (self.fps > 0 and math.isfinite(self.fps)):
