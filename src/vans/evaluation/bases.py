@@ -130,7 +130,7 @@ def t2v_figures(
         objects = coloured(extra["target_objects"])
         video = renderer.render(
             [extra["target_description"]],
-            num_reference=0,
+            num_reference_frames=0,
             num_frames=settings.num_frames,
             height=settings.height,
             width=settings.width,

@@ -836,18 +836,9 @@ class Renderer:
         return torch.cat(outputs)
 
     @torch.no_grad()
-    def render(
-        self,
-        captions: Sequence[str],
-        *,
-        num_reference: int | None = None,
-        **kwargs: Any,
-    ) -> torch.Tensor:
+    def render(self, captions: Sequence[str], **kwargs: Any) -> torch.Tensor:
         """The sampler (`__call__`) without gradients: uint8 (B, num_frames, height,
-        width, 3). `num_reference` is the old name of `num_reference_frames`, still
-        accepted from callers written before the rename."""
-        if num_reference is not None:
-            kwargs["num_reference_frames"] = num_reference
+        width, 3)."""
         return self(captions, output_type="uint8", **kwargs)
 
     @torch.no_grad()
