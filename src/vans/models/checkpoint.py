@@ -85,15 +85,11 @@ class VANSSettings(RenderSettings):
                 problems.append(f"{name} must be a positive number, got {value!r}")
         if not (_is_number(self.guidance_scale) and math.isfinite(self.guidance_scale)):
             problems.append(f"guidance_scale must be a number, got {self.guidance_scale!r}")
-        n, clip = self.num_reference_frames, self.reference_video_frames
+        # More reference frames than the input's latent frames repeat some
+        # (`vdm.reference_indices`), as a still image gives n copies of its one frame.
+        n = self.num_reference_frames
         if not _is_int(n) or n < 0:
             problems.append(f"num_reference_frames must be a whole number >= 0, got {n!r}")
-        elif _is_int(clip) and clip >= 1 and n > (available := (clip - 1) // 4 + 1):
-            # reference latents are picked from the encoded input clip (Wan's VAE: 4x in time)
-            problems.append(
-                f"num_reference_frames ({n}) is more than the {available} latent frames of the "
-                f"{clip}-frame input clip (reference_video_frames)"
-            )
         return problems
 
     def to_dict(self) -> dict[str, Any]:
