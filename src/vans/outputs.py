@@ -79,7 +79,7 @@ def claim_output(
         _empty(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
-        write_json(out / OUTPUT_RECORD, {"command": command, "settings": current})
+        mark_output(out, command, current)
     except OSError as exc:
         raise OutputError(f"--out {out}: cannot write there ({exc.strerror or exc})") from None
     return False
