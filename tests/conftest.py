@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,3 +18,31 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from vans.models.checkpoint import init_tiny
 
     return init_tiny(tmp_path_factory.mktemp("ckpt") / "tiny", seed=0)
+
+
+def run_in_two_processes(command: list[str], out: Path) -> tuple[Path, Path]:
+    """Run `vans *command --out out/{a,b}` in two processes at once (both must exit 0) and
+    return the two output folders: same seed, same bytes holds across processes."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
+    outs = out / "a", out / "b"
+    jobs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "vans.cli.main", *command, "--out", str(o)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+        )
+        for o in outs
+    ]
+    assert [job.wait() for job in jobs] == [0, 0]
+    return outs
+
+
+def differing_files(a: Path, b: Path) -> list[str]:
+    """The files under `a` whose bytes differ from (or are missing in) `b`'s."""
+    files = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
+    assert files
+    return [
+        str(f)
+        for f in files
+        if not (b / f).is_file() or (a / f).read_bytes() != (b / f).read_bytes()
+    ]

@@ -8,6 +8,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
+from conftest import differing_files, run_in_two_processes
 from vans.cli.main import run
 from vans.data.dataset import VideoViews, VNEPDataset, collate_vnep
 from vans.data.manifest import load_manifest
@@ -83,3 +84,11 @@ def test_protocol_size_toy_world_through_the_dataset(tmp_path) -> None:
         assert item["vdm_frames"].shape == (33, *PROTOCOL_SIZE, 3)
         assert item["target_frames"].shape == (33, *PROTOCOL_SIZE, 3)
         assert np.ptp(item["target_frames"].numpy()) > 100  # objects, not a blank clip
+
+
+def test_demo_in_two_processes_writes_the_same_bytes(tmp_path, tiny_checkpoint) -> None:
+    """Same seed, same bytes: every file of the demo (answers, page, its toy scenes)."""
+    command = ["demo", "--checkpoint", str(tiny_checkpoint), "--scenes", "2"]
+    outs = run_in_two_processes(command, tmp_path)
+    assert len(list(outs[0].glob("answers/*.mp4"))) >= 3
+    assert differing_files(*outs) == []

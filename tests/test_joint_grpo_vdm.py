@@ -229,6 +229,17 @@ def test_anchor_filter_skips_and_counts(setup):
         )
 
 
+def test_a_run_that_skipped_every_prompt_fails_without_a_final_checkpoint(setup, tmp_path):
+    """Every gradient was zero: the run says so and ships no `final/`, which would be its
+    starting weights posing as a Stage-2 result; its checkpoints and metrics stay."""
+    config = run_config(setup, tmp_path / "run", 1, eval_every=0, warmup_steps=0)
+    config.anchor_min_rouge, config.anchor_tries = 1.0, 1
+    with pytest.raises(ConfigError, match=r"every prompt was skipped.*anchor_min_rouge=1\.0"):
+        train(build_joint_grpo_vdm_task(config), config.train)
+    assert not (tmp_path / "run" / "final").exists()
+    assert read_rows(tmp_path / "run")[0]["anchor/skipped"] == 1.0
+
+
 def test_frame_diff_hand_computed():
     static = torch.full((1, 3, 2, 2, 3), 7, dtype=torch.uint8)
     assert float(frame_diff(static)) == 0.0

@@ -3,16 +3,13 @@ held-out compositions, config errors and the CLI."""
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from conftest import differing_files, run_in_two_processes
 from vans.cli.main import run
 from vans.data.manifest import load_manifest
 from vans.data.toyworld import FAMILIES, ToyWorldConfig, ToyWorldError, iter_samples
@@ -205,14 +202,6 @@ def test_cli_bad_option_is_one_clear_error(tmp_path, capsys) -> None:
 
 def test_two_processes_write_the_same_bytes(tmp_path) -> None:
     """Same seed, same bytes, across processes running at once (the MP4 encoder included)."""
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src")}
-    command = [sys.executable, "-m", "vans.cli.main", "data", "toyworld", "--num", "6"]
-    jobs = [
-        subprocess.Popen([*command, "--seed", "5", "--out", str(tmp_path / name)], env=env)
-        for name in ("a", "b")
-    ]
-    assert [job.wait() for job in jobs] == [0, 0]
-    files = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*.*"))
-    assert len([f for f in files if f.suffix == ".mp4"]) >= 12
-    for name in files:
-        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+    a, b = run_in_two_processes(["data", "toyworld", "--num", "6", "--seed", "5"], tmp_path)
+    assert len(list(a.rglob("*.mp4"))) >= 12
+    assert differing_files(a, b) == []

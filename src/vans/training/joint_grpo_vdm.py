@@ -356,6 +356,16 @@ class JointGRPOVDMTask:
         stats["loss"] = -stats["reward/total"]
         return stats
 
+    def check_trained(self, rows: Sequence[dict[str, float]]) -> None:
+        """Refuse to call the run trained when every logged step skipped every prompt:
+        each gradient was zero, so `final/` would be the starting checkpoint."""
+        if rows and all(row.get("anchor/skipped") == 1.0 for row in rows):
+            raise ConfigError(
+                f"every prompt was skipped: no anchor caption in {self.config.anchor_tries} "
+                f"tries reached anchor_min_rouge={self.config.anchor_min_rouge}, so nothing "
+                "was trained; lower anchor_min_rouge (or raise anchor_tries) and start afresh"
+            )
+
     def _group_stats(
         self, anchors: list[Anchor], groups: list[Stage2Group]
     ) -> dict[str, torch.Tensor]:

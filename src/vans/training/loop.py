@@ -257,8 +257,11 @@ def train(
                 accelerator.wait_for_everyone()
 
     final_dir = out_dir / FINAL_DIR
+    logger.close()
+    check_trained = getattr(task, "check_trained", None)
+    if check_trained is not None:  # every process, so all of them raise together
+        check_trained(_read_rows(out_dir / METRICS_FILE))
     if main:
-        logger.close()
         with atomic_dir(final_dir) as tmp:
             task.save_pretrained(model, tmp)
         plot_curves(out_dir / METRICS_FILE, out_dir / CURVES_FILE)

@@ -55,6 +55,11 @@ class TrainTask(Protocol):
     # Optional: `num_iterations: int` (trl's mu), how many optimizer steps each batch
     # serves: the loop hands the task the same micro-batches that many steps in a row, and
     # the task may reuse what it computed from them the first time (its rollouts).
+    #
+    # Optional: `check_trained(rows) -> None`, called with every metrics row of the run
+    # (resumed runs included) before `final/` is written; it raises a `VansError` when the
+    # rows show that nothing was trained (Stage 2 skipped every prompt), so such a run
+    # exits non-zero instead of shipping its starting weights as a result.
 
     def save_pretrained(self, model: torch.nn.Module, out: Path) -> None:
         """Write the trained (unwrapped) model to `out` in the project's checkpoint layout,
