@@ -39,11 +39,29 @@ def manifest(tmp_path_factory: pytest.TempPathFactory) -> str:
     return str(write_toyworld(ToyWorldConfig(num=2, size=(32, 32)), out))
 
 
+@pytest.fixture(scope="module")
+def qa_file(tmp_path_factory: pytest.TempPathFactory) -> str:
+    row = {"problem": "How many?", "problem_type": "numerical", "data_type": "video"}
+    row |= {"solution": "<answer>3</answer>", "path": "v.mp4"}
+    path = tmp_path_factory.mktemp("qa") / "rows.json"
+    path.write_text(json.dumps([row]))
+    return str(path)
+
+
 @pytest.mark.parametrize(
-    "args", [["--help"], ["data", "--help"], ["data", "validate", "{m}"], ["data"]]
+    "args",
+    [
+        ["--help"],
+        ["data", "--help"],
+        ["data", "validate", "{m}"],
+        ["data"],
+        ["qa", "validate", "{q}"],
+    ],
 )
-def test_commands_without_models_import_no_model_library(args: list[str], manifest: str) -> None:
-    result = imported([a.format(m=manifest) for a in args])
+def test_commands_without_models_import_no_model_library(
+    args: list[str], manifest: str, qa_file: str
+) -> None:
+    result = imported([a.format(m=manifest, q=qa_file) for a in args])
     assert result["heavy"] == [] and result["code"] in (0, 2)
 
 

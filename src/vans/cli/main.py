@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "init-tiny": ("vans.cli.predict", "init_tiny", "Write a tiny random VANS checkpoint."),
     "predict": ("vans.cli.predict", "predict", "Predict what happens next, as a video."),
     "eval": ("vans.cli.eval", "eval_command", "Score a checkpoint or saved answers."),
+    "qa": ("vans.cli.qa", "qa_app", "Video QA (VideoP2R): data files, rewards, evaluation."),
 }
 """Each command: the module and name of its Typer app or function, and its line in `vans
 --help`. A command's module is imported only when it runs, so `vans --help` and the commands

@@ -29,10 +29,14 @@ class Problem(NamedTuple):
 class ManifestError(VansError):
     """A manifest is missing or has invalid rows; `.problems` lists every problem found."""
 
+    row_label = ""
+    """How a problem's `line` is shown after the path: a manifest's physical line
+    ("m.jsonl:3:"); a subclass for JSON lists shows a row index (" row 3:")."""
+
     def __init__(self, path: Path, problems: list[Problem], rows: int | None = None) -> None:
         self.path = path
         self.problems = problems
-        lines = [_format(path, p) for p in problems]
+        lines = [_format(path, p, self.row_label) for p in problems]
         if rows is not None:
             count = f"{len(problems)} problem{'s' * (len(problems) != 1)}"
             lines.insert(0, f"{count} in {rows} row{'s' * (rows != 1)} of {path}:")
@@ -140,7 +144,7 @@ def _duplicate_id(row: object, line_no: int, first_line_of_id: dict[str, int]) -
     return Problem(line_no, "id", f"duplicate id {sample_id!r} (first used on line {first})")
 
 
-def _format(path: Path, problem: Problem) -> str:
-    location = f"{path}:{problem.line}" if problem.line is not None else str(path)
+def _format(path: Path, problem: Problem, row_label: str = "") -> str:
+    location = f"{path}:{row_label}{problem.line}" if problem.line is not None else str(path)
     field = f" {problem.field}:" if problem.field is not None else ""
     return f"{location}:{field} {problem.message}"

@@ -145,12 +145,20 @@ def parse_output(text: str) -> ParsedOutput:
 def segment_spans(text: str) -> dict[str, tuple[int, int]]:
     """Character spans `[start, end)` of the blocks of a generated answer, tags included:
     "think" from the first [Think] to the [/Think] after it, "answer" from the first [Ans]
-    to the [/Ans] after it; a block whose closing tag is missing runs to the next tag (or
-    the end of the text); a block without its opening tag is absent. For segment-aware
-    advantages: the tokens of each span are judged by the rewards of that segment."""
-    tags = list(_TAG.finditer(text))
+    to the [/Ans] after it (`block_spans`). For segment-aware advantages: the tokens of each
+    span are judged by the rewards of that segment."""
+    return block_spans(text, _TAG, {"think": "think", "answer": "ans"})
+
+
+def block_spans(text: str, tag: re.Pattern, names: dict[str, str]) -> dict[str, tuple[int, int]]:
+    """Spans `[start, end)` of tagged blocks, tags included, by segment: `tag` matches an
+    opening or closing tag, group 1 the "/" of a closing one, group 2 its name;
+    `names[segment]` is the tag name of each segment. A block runs from the first opening
+    tag of its name to the closing tag after it, or to the next tag (or the end of the text)
+    when that is missing; a block without its opening tag is absent."""
+    tags = list(tag.finditer(text))
     spans: dict[str, tuple[int, int]] = {}
-    for segment, name in (("think", "think"), ("answer", "ans")):
+    for segment, name in names.items():
         opening = next(
             (i for i, m in enumerate(tags) if m.group(2).lower() == name and not m.group(1)), None
         )
