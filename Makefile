@@ -45,6 +45,7 @@ bench: $(STAMP) bench-paper
 	$(BIN)/python benchmarks/bench_training.py
 	$(BIN)/python benchmarks/read_video_memory.py
 	$(BIN)/python benchmarks/cli_startup.py
+	$(BIN)/python benchmarks/bench_judge.py
 
 # The paper's models at their published shapes: sizes and planned memory (meta device) on
 # any machine; with a GPU also caption and video latency and Joint-GRPO step memory.

@@ -50,6 +50,13 @@ def choice_letter(text: str, options: Sequence[str] = ()) -> str | None:
             and _plain(option[option.index(letter) + 1 :].lstrip(".:) ")) == wanted
         ):
             return letter
+    return stated_choice(text, options)
+
+
+def stated_choice(text: str, options: Sequence[str] = ()) -> str | None:
+    """The letter of the first "the answer is B" / "option (B)" / "choice: B" in `text`
+    (one of the options' letters, when given), or None."""
+    letters = {_letter_of(o) for o in options} - {None}
     for match in _STATED.finditer(text):
         letter = match.group(1).upper()
         if not letters or letter in letters:
