@@ -19,6 +19,7 @@ from conftest import differing_files
 from vans.cli.main import run
 from vans.data.manifest import load_manifest
 from vans.data.preview import answer_strip
+from vans.data.toyworld.config import HELD_OUT
 from vans.data.video import read_video
 from vans.evaluation.bases import base_figures
 from vans.evaluation.report import results_markdown
@@ -31,7 +32,7 @@ from vans.recipes.toybases import (
     base_info,
     run_toybases,
 )
-from vans.recipes.toyworld import HELD_OUT, RELEASE_FILE, release_caption_figures
+from vans.recipes.toyworld import RELEASE_FILE, release_caption_figures
 from vans.training.stages import STAGES, train_command
 
 RUNS = ("sft_vlm", "sft_vdm", "sft_vdm_text_only", "joint_grpo_stage1", "joint_grpo_stage2")

@@ -18,6 +18,7 @@ from vans.videoqa.judge import (
     ChatEndpoint,
     JudgeConfig,
     JudgeError,
+    JudgeRequest,
     LocalCausalLM,
     PerceptionJudge,
     judge_messages,
@@ -155,8 +156,9 @@ def test_a_local_causal_lm_judges_in_batches(tmp_path) -> None:
     Qwen2ForCausalLM(config).save_pretrained(tmp_path / "judge")
     tokenizer.save_pretrained(tmp_path / "judge")
     backend = LocalCausalLM(tmp_path / "judge", max_new_tokens=8, batch_size=2)
-    replies = backend.complete([judge_messages(ROW, o) for o in (RIGHT, WRONG, VAGUE)])
+    requests = [JudgeRequest(ROW, o, judge_messages(ROW, o)) for o in (RIGHT, WRONG, VAGUE)]
+    replies = backend.complete(requests)
     assert len(replies) == 3 and all(isinstance(r, str) for r in replies)
-    assert replies == backend.complete([judge_messages(ROW, o) for o in (RIGHT, WRONG, VAGUE)])
+    assert replies == backend.complete(requests)
     rewards = PerceptionJudge(backend).rewards([ROW] * 3, [RIGHT, WRONG, VAGUE])
     assert all(r in (0.0, 1.0) for r in rewards)

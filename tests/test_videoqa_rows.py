@@ -64,7 +64,7 @@ def test_videop2r_parts_concatenate_in_order(tmp_path) -> None:
     )
     assert [r.id for r in loaded] == ["0", "1", "2", "3", "4"]
     assert loaded[0].observation == TRACE["observation"] and loaded[0].process == TRACE["process"]
-    assert loaded[0].extra["select"] == "True" and "output" not in loaded[0].extra
+    assert loaded[0].extra["select"] == "True" and loaded[0].output == TRACE["output"]
 
 
 def test_rl_file_values_are_all_strings(tmp_path) -> None:

@@ -9,7 +9,9 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from vans.cli.apps import command_group
+from vans.cli.apps import SEEDS, command_group
+from vans.outputs import claim_output
+from vans.progress import progress_bar
 
 qa_app = command_group("Video QA (VideoP2R): Video-R1 / VideoP2R data files.")
 console = Console()
@@ -60,3 +62,40 @@ def validate(
     )
     if errors:
         raise typer.Exit(1)
+
+
+@qa_app.command()
+def toy(
+    out: Annotated[Path, typer.Option(help="Output folder: train/, test/, test_heldout/.")],
+    train_num: Annotated[int, typer.Option(min=1, help="Toy samples of the train split.")] = 400,
+    test_num: Annotated[int, typer.Option(min=1, help="Toy samples of each test split.")] = 100,
+    seed: Annotated[int, typer.Option(**SEEDS, help="Same seed, same benchmark.")] = 0,
+    overwrite: Annotated[bool, typer.Option(help="Replace whatever --out holds.")] = False,
+) -> None:
+    """Write the toy video-QA benchmark: per split the toy clips and rows.json (Video-R1
+    rows with the toy teacher's VideoP2R traces and the facts the toy judge checks)."""
+    from vans.videoqa.toy import toy_qa_splits
+
+    splits = toy_qa_splits(train_num, test_num, seed)
+    settings = {name: config.to_dict() for name, config in splits.items()}
+    claim_output(out, "qa toy", settings, resumable=False, overwrite=overwrite)
+    from vans.data.toyworld import write_toyworld  # torch and PyAV: only when generating
+    from vans.videoqa.rows import load_rows
+    from vans.videoqa.toy import write_toy_qa
+
+    progress = progress_bar(console)
+    with progress:
+        for name, config in splits.items():
+            task = progress.add_task(name, total=config.num)
+            manifest = write_toyworld(
+                config, out / name, on_sample=lambda _, task=task: progress.advance(task)
+            )
+            rows = load_rows([write_toy_qa(manifest)], check_files=True, require_trace=True)
+            kinds = Counter(row.problem_type for row in rows)
+            summary = ", ".join(f"{n} {kind}" for kind, n in sorted(kinds.items()))
+            progress.console.print(
+                f"{name}: {len(rows)} questions ({summary}) in {out / name}",
+                markup=False,
+                highlight=False,
+                soft_wrap=True,
+            )

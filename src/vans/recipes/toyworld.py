@@ -49,6 +49,7 @@ from vans.data.manifest import load_manifest
 from vans.data.preview import sample_answer_strip
 from vans.data.schema import VNEPSample
 from vans.data.toyworld import ToyWorldConfig, write_toyworld
+from vans.data.toyworld.config import HELD_OUT
 from vans.data.video import read_video, write_gif
 from vans.errors import VansError
 from vans.evaluation.embedders import load_embedder
@@ -73,9 +74,6 @@ from vans.training.stages import run_stage, train_command
 
 DEFAULT_CONFIGS = Path(__file__).resolve().parents[3] / "configs" / "toy"
 """configs/toy/ of a source checkout (the recipe's stage configs)."""
-
-HELD_OUT = ("red triangle", "green circle", "blue square")
-"""Colour-shape pairs no training sample shows; each colour and shape is still seen."""
 
 RELEASE_DIR = "release"
 RELEASE_FILE = "release.json"

@@ -6,7 +6,7 @@ rest of the answer, and answers; the reward is 1 when that answer is right by th
 question's accuracy rule (at least `JudgeConfig.threshold`), else 0. The same judgment is
 the CoT pipeline's observation sufficiency check.
 
-Backends (`JudgeBackend`: chat messages in, reply text or None out):
+Backends (`JudgeBackend`: `JudgeRequest`s in, reply text or None out):
 
 - `ChatEndpoint`: any OpenAI-compatible chat-completions server (vLLM, SGLang) the user
   runs: concurrent requests (at most `concurrency` in flight), retries with exponential
@@ -14,6 +14,7 @@ Backends (`JudgeBackend`: chat messages in, reply text or None out):
   variable, never a file or an argument.
 - `LocalCausalLM`: a transformers causal LM loaded from a local directory (no remote code),
   batched greedy decoding.
+- `vans.videoqa.toy.ToyJudge`: the toy world's offline judge, from each row's ground truth.
 
 `PerceptionJudge` wraps a backend with what every backend needs: no call for a missing or
 blank observation (reward 0), an on-disk cache of replies by content hash (a rerun calls
@@ -50,15 +51,25 @@ JUDGE_SYSTEM = (
 )
 
 
+@dataclass(frozen=True)
+class JudgeRequest:
+    """One judgment to make: the row, the observation, and the chat messages a model reads
+    (`judge_messages`; a model judge sees only these)."""
+
+    row: QARow
+    observation: str
+    messages: Messages
+
+
 class JudgeBackend(Protocol):
-    """A model that answers chat messages."""
+    """A judge model."""
 
     name: str
     """What identifies the model's answers (endpoint and model, or a weights directory):
     part of every cache key, so two judges never share replies."""
 
-    def complete(self, conversations: Sequence[Messages]) -> list[str | None]:
-        """One reply per conversation; None for a call that failed for good."""
+    def complete(self, requests: Sequence[JudgeRequest]) -> list[str | None]:
+        """One reply per request; None for a call that failed for good."""
         ...
 
 
@@ -141,16 +152,16 @@ class PerceptionJudge:
         if len(rows) != len(observations):
             raise ValueError(f"{len(rows)} rows but {len(observations)} observations")
         out: list[float] = [0.0] * len(rows)
-        pending: dict[str, tuple[Messages, list[int]]] = {}
+        pending: dict[str, tuple[JudgeRequest, list[int]]] = {}
         for i, (row, observation) in enumerate(zip(rows, observations, strict=True)):
             self.stats.judged += 1
             if observation is None or not observation.strip():
                 self.stats.missing_observation += 1
                 continue
             self.stats.leaks += states_the_answer(observation, row)
-            messages = judge_messages(row, observation)
-            key = self._key(messages)
-            pending.setdefault(key, (messages, []))[1].append(i)
+            request = JudgeRequest(row, observation, judge_messages(row, observation))
+            key = self._key(request.messages)
+            pending.setdefault(key, (request, []))[1].append(i)
         replies = self.cache.get_many(list(pending)) if self.cache else {}
         self.stats.cache_hits += sum(len(pending[k][1]) for k in replies)
         todo = [k for k in pending if k not in replies]
@@ -244,8 +255,8 @@ class ChatEndpoint:
     def name(self) -> str:
         return f"{self.url.rstrip('/')}#{self.model}"
 
-    def complete(self, conversations: Sequence[Messages]) -> list[str | None]:
-        return asyncio.run(self._complete_all(conversations))
+    def complete(self, requests: Sequence[JudgeRequest]) -> list[str | None]:
+        return asyncio.run(self._complete_all([r.messages for r in requests]))
 
     async def _complete_all(self, conversations: Sequence[Messages]) -> list[str | None]:
         import httpx
@@ -319,12 +330,12 @@ class LocalCausalLM:
         self.batch_size = batch_size
         self.name = f"local:{self.directory.resolve()}"
 
-    def complete(self, conversations: Sequence[Messages]) -> list[str | None]:
+    def complete(self, requests: Sequence[JudgeRequest]) -> list[str | None]:
         import torch
 
         out: list[str | None] = []
-        for start in range(0, len(conversations), self.batch_size):
-            texts = [self._prompt(m) for m in conversations[start : start + self.batch_size]]
+        for start in range(0, len(requests), self.batch_size):
+            texts = [self._prompt(r.messages) for r in requests[start : start + self.batch_size]]
             batch = self.tokenizer(texts, return_tensors="pt", padding=True)
             with torch.no_grad():
                 ids = self.model.generate(

@@ -66,6 +66,8 @@ class QARow:
     """VideoP2R's perception segment, when the row has a trace."""
     process: str | None = None
     """VideoP2R's reasoning segment, when the row has a trace."""
+    output: str | None = None
+    """VideoP2R's whole trace as the teacher wrote it, when the row has one."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Every other field of the row, as read."""
 
@@ -191,6 +193,7 @@ def parse_row(
     if problem_type == "multiple choice" and options == ():
         problems.append(Problem(index, "options", "a multiple-choice row needs its options"))
     trace = {name: text(name, required=require_trace) for name in ("observation", "process")}
+    output = text("output", required=False)
     path = None
     if path_text is not None:
         path = (
@@ -213,6 +216,7 @@ def parse_row(
             data_source=text("data_source", required=False) or "",
             observation=trace["observation"],
             process=trace["process"],
+            output=output,
             extra={k: v for k, v in item.items() if k not in _KNOWN},
         ),
         problems,

@@ -27,6 +27,11 @@ class ToyWorldError(VansError):
     """An invalid toy-world configuration; names the field."""
 
 
+HELD_OUT = ("red triangle", "green circle", "blue square")
+"""The colour-shape pairs the recipes hold out: no training sample shows them, each colour
+and shape is still seen, and a held-out test split shows one in every sample."""
+
+
 @dataclass(frozen=True)
 class ToyWorldConfig:
     """What to generate. Every field is a CLI option of `vans data toyworld`."""
