@@ -17,8 +17,8 @@ from vans.cli.embedder import train_embedder
 from vans.cli.loading import quiet_model_libraries
 
 train_app = command_group(
-    "Train: SFT of the reasoner (VLM) and of the renderer (VDM), Joint-GRPO; a toy "
-    "renderer's VAE; the toy-world embedder."
+    "Train: SFT of the reasoner (VLM) and of the renderer (VDM), Joint-GRPO; VideoP2R's "
+    "PA-GRPO; a toy renderer's VAE; the toy-world embedder."
 )
 train_app.command("embedder")(train_embedder)
 console = Console(soft_wrap=True)
@@ -67,6 +67,19 @@ def base_reasoner(
     """Pretrain a toy reasoner to perceive the toy world, all parameters (the toy analogue
     of Qwen2.5-VL's pretraining; real runs start from the pretrained model instead)."""
     _run("base-reasoner", config, overrides, resume)
+
+
+@train_app.command("sft-cot")
+def sft_cot(overrides: Overrides = None, config: ConfigFile = None, resume: Resume = False) -> None:
+    """SFT of a video-QA reasoner on VideoP2R's observation / reasoning / answer traces."""
+    _run("sft-cot", config, overrides, resume)
+
+
+@train_app.command("pa-grpo")
+def pa_grpo(overrides: Overrides = None, config: ConfigFile = None, resume: Resume = False) -> None:
+    """VideoP2R's process-aware GRPO on video QA (paper: 1000 steps, batch 56, 8 rollouts);
+    `advantage=sequence` is the GRPO baseline."""
+    _run("pa-grpo", config, overrides, resume)
 
 
 @train_app.command("joint-grpo")

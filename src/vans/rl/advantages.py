@@ -11,6 +11,9 @@ are worth to the GRPO loss (docs/paper_facts.md#joint-grpo).
 3. `token_segment_masks` and `segment_token_advantages`: the segments' advantages spread
    onto the completion tokens of each segment (VideoP2R's per-process advantages,
    docs/paper_facts.md#videop2r-process-aware-grpo), giving per-token advantages `(B, L)`.
+4. `process_advantages`: PA-GRPO's two advantages, the perception process's and the
+   reasoning process's, each normalised within the group on its own (docs/videop2r.md#pa-grpo),
+   with the paper's ablations and GRPO (one advantage of the summed reward) beside them.
 
 Standard deviations are unbiased (Bessel-corrected, as `torch.std` and trl's `nanstd`), and
 NaN rewards mean "not applicable to this sample", as in trl (`scale_rewards` -> `scale`).
@@ -18,7 +21,7 @@ NaN rewards mean "not applicable to this sample", as in trl (`scale_rewards` -> 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 import torch
@@ -122,21 +125,27 @@ def segment_advantages(
 
 
 def token_segment_masks(
-    tokenizer: Any, token_ids: Sequence[int], length: int
+    tokenizer: Any,
+    token_ids: Sequence[int],
+    length: int,
+    spans_of: Callable[[str], Mapping[str, tuple[int, int]]] = segment_spans,
+    segments: Sequence[str] = ("think", "answer"),
 ) -> dict[str, torch.Tensor]:
-    """Bool masks (length,) of the completion tokens inside the [Think] and [Ans] blocks
-    (`prompting.segment_spans` of the decoded text). A token belongs to the block its first
-    character falls in; character offsets come from decoding growing prefixes, exact for any
-    tokenizer (byte-level BPE tokens need not be whole characters)."""
+    """Bool masks (length,) of the completion tokens inside each of `segments`' blocks,
+    the blocks' character spans given by `spans_of` of the decoded text (VANS's [Think] and
+    [Ans] by default; `videoqa.prompting.trace_spans` for VideoP2R's three blocks). A token
+    belongs to the block its first character falls in; character offsets come from decoding
+    growing prefixes, exact for any tokenizer (byte-level BPE tokens need not be whole
+    characters)."""
     ends = [
         len(tokenizer.decode(token_ids[: i + 1], skip_special_tokens=False))
         for i in range(len(token_ids))
     ]
     text = tokenizer.decode(token_ids, skip_special_tokens=False)
     starts = [0, *ends[:-1]]
-    spans = segment_spans(text)
+    spans = spans_of(text)
     masks = {}
-    for segment in ("think", "answer"):
+    for segment in segments:
         mask = torch.zeros(length, dtype=torch.bool)
         span = spans.get(segment)
         if span is not None:
@@ -206,3 +215,52 @@ def segment_token_advantages(
         taken[name] = mask
         out = torch.where(mask, adv.to(dtype).unsqueeze(1), out)
     return out
+
+
+def process_advantages(
+    perception: torch.Tensor | None,
+    reasoning: torch.Tensor | None,
+    *,
+    mode: Literal["process", "sequence"] = "process",
+    separate_tokens: bool = True,
+    scale: Scale = "group",
+    eps: float = 1e-4,
+) -> dict[str, torch.Tensor]:
+    """The advantages (G,) a group's tokens take, by process: {"perception": the
+    observation block's, "reasoning": the think and answer blocks', "all": the tokens in
+    neither block's}.
+
+    `perception` and `reasoning` are the group's (G,) process rewards (each the sum of its
+    rewards); None drops that process's reward (an ablation), and its tokens then take the
+    other process's advantage. "process" (PA-GRPO) normalises each process's rewards within
+    the group on its own; with `separate_tokens` off (the token-assignment ablation) every
+    token takes their sum. "sequence" is GRPO: one advantage of the summed rewards on every
+    token. Tokens outside both blocks take the sum either way. A NaN reward (a failed
+    judgment) is left out of its group's statistics and gets advantage 0 (`group_advantages`);
+    in "sequence" its sample's sum is NaN too."""
+    check_choice("mode", mode, ("process", "sequence"))
+    given = {
+        k: v for k, v in (("perception", perception), ("reasoning", reasoning)) if v is not None
+    }
+    if not given:
+        raise GRPOError("process_advantages needs the perception or the reasoning rewards")
+    sizes = {tuple(v.shape) for v in given.values()}
+    if len(sizes) != 1 or len(next(iter(sizes))) != 1:
+        raise GRPOError(f"process rewards must be two (G,) tensors; got shapes {sorted(sizes)}")
+
+    def normalised(rewards: torch.Tensor) -> torch.Tensor:
+        return group_advantages(rewards.float().unsqueeze(0), scale=scale, eps=eps).squeeze(0)
+
+    if mode == "sequence":
+        total = torch.stack([v.float() for v in given.values()]).sum(0)
+        one = normalised(total)
+        return {"perception": one, "reasoning": one, "all": one}
+    adv = {k: normalised(v) for k, v in given.items()}
+    both = sum(adv.values())
+    if not separate_tokens:
+        return {"perception": both, "reasoning": both, "all": both}
+    return {
+        "perception": adv.get("perception", both),
+        "reasoning": adv.get("reasoning", both),
+        "all": both,
+    }

@@ -3,8 +3,9 @@
 A step's batch is a list of `Prompt`s with one seed each. Stage 1 turns a prompt into a
 `Stage1Group` (G answers, parsed once, their reward videos, rewards and advantages), Stage 2
 into a `Stage2Group` (the anchor caption, G SDE trajectories, their videos, rewards and
-advantages). The loss reads a group and nothing else, so a group can serve several
-optimizer steps (`RolloutBuffer`, trl's `num_iterations`).
+advantages); VideoP2R's PA-GRPO turns a `QAPrompt` into a `QAGroup` (G answers, their rule
+and judge rewards, per-process advantages). The loss reads a group and nothing else, so a
+group can serve several optimizer steps (`RolloutBuffer`, trl's `num_iterations`).
 
 `FrozenParts` puts the models a stage uses but does not train (the renderer in Stage 1, the
 reasoner and the renderer's encoders in Stage 2, the reward embedder in both) on the
@@ -25,6 +26,8 @@ from vans.models.vdm import Conditioning
 from vans.models.vlm import Completion
 from vans.rl.anchor import Anchor
 from vans.rl.flow_grpo import Trajectory
+from vans.videoqa.prompting import ParsedTrace
+from vans.videoqa.rows import QARow
 
 T = TypeVar("T")
 
@@ -104,6 +107,43 @@ class Stage2Group:
     """The SDE steps the loss trains on (`train_step_indices`)."""
     reference_means: list[torch.Tensor] | None = None
     """Per trained step, the KL reference's step mean; None without a KL term."""
+
+
+@dataclass(frozen=True)
+class QAPrompt:
+    """One video question as a PA-GRPO rollout sees it."""
+
+    row: QARow
+    question: str
+    """What the reasoner reads (`videoqa.prompting.question_text`)."""
+    frames: torch.Tensor
+    """uint8 (T, H, W, 3): the video at the reasoner's frame count."""
+    fps: float
+
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> QAPrompt:
+        return replace(self, frames=self.frames.to(device, non_blocking=non_blocking))
+
+
+@dataclass
+class QAGroup:
+    """G answers of the reasoner to one video question, scored by process (PA-GRPO)."""
+
+    prompt: QAPrompt
+    completions: list[Completion]
+    parsed: list[ParsedTrace]
+    rewards: dict[str, torch.Tensor]
+    """(G,) per reward name (accuracy, format, length/*, perception) and per process
+    ("process/perception", "process/reasoning": the sums each process is judged by)."""
+    advantages: dict[str, torch.Tensor]
+    """(G,) per process ("perception", "reasoning", "all"): `rl.advantages.process_advantages`."""
+    token_advantages: torch.Tensor
+    """(G, L) per-token advantages: each block's tokens its process's."""
+    block_tokens: list[dict[str, int]]
+    """Per completion, its tokens in each block."""
+    old_logp: torch.Tensor | None = None
+    """(G, L) sampling-policy log-probs (num_iterations > 1), as `Stage1Group.old_logp`."""
+    ref_logp: torch.Tensor | None = None
+    """(G, L) reference log-probs; None without a KL term."""
 
 
 class RolloutBuffer(Generic[T]):

@@ -48,7 +48,8 @@ from vans.rewards.reward_videos import render_reward_videos
 from vans.rewards.vans import RewardInputs, stage1_rewards
 from vans.rl.advantages import segment_advantages, segment_token_advantages, token_segment_masks
 from vans.rl.config import GRPOConfig, RewardVideoConfig
-from vans.rl.grpo import LossType, grpo_loss
+from vans.rl.grpo import LossType
+from vans.rl.policy import groups_loss, record_logprobs
 from vans.rl.reference import ReferenceWeights, disable_dropout
 from vans.rl.rollout import FrozenParts, Prompt, RolloutBuffer, Stage1Group
 from vans.timing import Timings
@@ -219,12 +220,8 @@ class JointGRPOVLMTask:
             think_tokens=[int(m["think"].sum()) for m in masks],
         )
         if update:
-            with timings.stage("update"), torch.no_grad():
-                if self.num_iterations > 1:
-                    group.old_logp = self._logprobs(group)[0]
-                if self.reference is not None:
-                    with self.reference.active():
-                        group.ref_logp = self._logprobs(group)[0]
+            with timings.stage("update"):
+                record_logprobs(group, self._logprobs, self.num_iterations, self.reference)
         return group
 
     def token_advantages(
@@ -277,28 +274,12 @@ class JointGRPOVLMTask:
         timings = Timings()
         groups = self._buffer.get(batch["seeds"], lambda: self._groups(batch, timings, True))
         out = self._statistics(groups)
-        losses, rows = [], []
         with timings.stage("update"):
-            for group in groups:
-                logp, mask = self._logprobs(group)
-                old = None if group.old_logp is None else group.old_logp.to(logp.device)
-                loss, stats = grpo_loss(
-                    logp,
-                    old,
-                    group.ref_logp,
-                    group.token_advantages.to(logp.device),
-                    mask,
-                    eps_low=c.grpo.clip_range,
-                    eps_high=c.grpo.eps_high,
-                    beta=c.grpo.beta,
-                    loss_type=c.loss_type,
-                    max_completion_length=self.sampling.max_new_tokens,
+            out.update(
+                groups_loss(
+                    groups, self._logprobs, c.grpo, c.loss_type, self.sampling.max_new_tokens
                 )
-                losses.append(loss)
-                rows.append(stats)
-        out["loss"] = torch.stack(losses).mean()
-        for key in rows[0]:
-            out[key] = torch.tensor([row[key] for row in rows]).mean()
+            )
         out.update({f"time/{name}": torch.tensor(0.0) for name in PHASES})
         out.update({f"time/{name}": torch.tensor(s) for name, s in timings.items()})
         return out

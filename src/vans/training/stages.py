@@ -35,6 +35,8 @@ STAGES: dict[str, tuple[str, str, str]] = {
         "JointGRPOVDMConfig",
         "build_joint_grpo_vdm_task",
     ),
+    "sft-cot": ("vans.training.sft_cot", "SFTCoTConfig", "build_sft_cot_task"),
+    "pa-grpo": ("vans.training.pa_grpo", "PAGRPOConfig", "build_pa_grpo_task"),
 }
 """Stage name -> (module, config class, task builder); imported on use, so a command
 loads only the model code its stage needs."""

@@ -35,7 +35,7 @@ import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from vans.errors import ConfigError, VansError
 from vans.videoqa.accuracy import NumericalRule, accuracy, choice_letter, stated_choice
@@ -79,8 +79,21 @@ class JudgeError(VansError):
 
 @dataclass
 class JudgeConfig:
-    """How judgments become rewards."""
+    """Which judge, and how its judgments become rewards."""
 
+    kind: Literal["toy", "http", "local"] = "toy"
+    """"toy": the toy world's offline judge (rows carry the facts it checks); "http": an
+    OpenAI-compatible server (`url`, `model`); "local": a causal LM in `directory`."""
+    url: str | None = None
+    model: str | None = None
+    api_key_env: str | None = "OPENAI_API_KEY"
+    """The environment variable holding the server's key (never the key itself)."""
+    timeout_s: float = 60.0
+    concurrency: int = 16
+    retries: int = 3
+    backoff_s: float = 1.0
+    directory: str | None = None
+    """The local judge's model directory."""
     threshold: float = 0.5
     """The judge's answer must score at least this by the row's accuracy rule for the
     reward to be 1 (multiple choice scores 0 or 1; numbers and text score in between)."""
@@ -92,11 +105,39 @@ class JudgeConfig:
     def __post_init__(self) -> None:
         if not 0 < self.threshold <= 1:
             raise ConfigError(f"judge threshold must be in (0, 1], got {self.threshold}")
+        if self.kind not in ("toy", "http", "local"):
+            raise ConfigError(f"judge kind must be toy, http or local, got {self.kind!r}")
+        if self.kind == "http" and not (self.url and self.model):
+            raise ConfigError("an http judge needs judge.url and judge.model")
+        if self.kind == "local" and not self.directory:
+            raise ConfigError("a local judge needs judge.directory")
+
+
+def build_judge(config: JudgeConfig) -> PerceptionJudge:
+    """The perception judge `config` describes."""
+    backend: JudgeBackend
+    if config.kind == "http":
+        backend = ChatEndpoint(
+            config.url,
+            config.model,
+            api_key_env=config.api_key_env,
+            timeout_s=config.timeout_s,
+            concurrency=config.concurrency,
+            retries=config.retries,
+            backoff_s=config.backoff_s,
+        )
+    elif config.kind == "local":
+        backend = LocalCausalLM(config.directory)
+    else:
+        from vans.videoqa.toy import ToyJudge
+
+        backend = ToyJudge()
+    return PerceptionJudge(backend, config)
 
 
 @dataclass
 class JudgeStats:
-    """What the judge did, for the logs (cumulative)."""
+    """What the judge did, for the logs (since the last `PerceptionJudge.take_stats`)."""
 
     judged: int = 0
     calls: int = 0
@@ -181,6 +222,11 @@ class PerceptionJudge:
                 else:
                     out[i] = self._score(rows[i], reply)
         return out
+
+    def take_stats(self) -> JudgeStats:
+        """The counts since the last call (a training step's, or an evaluation's), reset."""
+        stats, self.stats = self.stats, JudgeStats()
+        return stats
 
     def _key(self, messages: Messages) -> str:
         blob = json.dumps([self.backend.name, messages], sort_keys=True, ensure_ascii=False)
