@@ -11,6 +11,8 @@ from vans.training.base_reasoner import BaseReasonerConfig
 from vans.training.config import load_config
 from vans.training.joint_grpo_vdm import JointGRPOVDMConfig
 from vans.training.joint_grpo_vlm import JointGRPOVLMConfig
+from vans.training.pa_grpo import PAGRPOConfig
+from vans.training.sft_cot import SFTCoTConfig
 from vans.training.sft_vdm import SFTVDMConfig
 from vans.training.sft_vlm import SFTVLMConfig
 from vans.training.vae import VAEConfig
@@ -26,6 +28,8 @@ STAGES = {
     "base_reasoner_more": BaseReasonerConfig,
     "base_renderer_vae": VAEConfig,
     "base_renderer_t2v": SFTVDMConfig,
+    "sft_cot": SFTCoTConfig,
+    "pa_grpo": PAGRPOConfig,
 }
 
 

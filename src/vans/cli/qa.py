@@ -99,3 +99,74 @@ def toy(
                 highlight=False,
                 soft_wrap=True,
             )
+
+
+@qa_app.command("eval")
+def eval_command(
+    reasoner: Annotated[Path, typer.Option(help="The reasoner directory (Qwen2.5-VL).")],
+    files: Annotated[
+        list[Path],
+        typer.Argument(help="Evaluation files (Video-R1's eval_<benchmark>.json, toy rows.json)."),
+    ],
+    out: Annotated[Path, typer.Option(help="Output folder (rerun to resume).")],
+    video_root: Annotated[
+        Path | None, typer.Option(help="Folder the rows' paths are relative to.")
+    ] = None,
+    fps: Annotated[float, typer.Option(min=0.01, help="Frames a second of video.")] = 2.0,
+    min_frames: Annotated[int, typer.Option(min=1)] = 4,
+    max_frames: Annotated[int, typer.Option(min=1, help="VideoP2R: 32 at inference.")] = 32,
+    max_new_tokens: Annotated[int, typer.Option(min=1)] = 1024,
+    numerical: Annotated[
+        str, typer.Option(help="numerical answers: relative (the paper) or exact (Video-R1).")
+    ] = "relative",
+    overwrite: Annotated[bool, typer.Option(help="Replace whatever --out holds.")] = False,
+) -> None:
+    """Answer every row of the files (greedy) and score them per benchmark: accuracy by the
+    problem type's rule, per type and per task; VSI-Bench's MRA. Writes results.md and
+    results.json; a rerun answers only what is missing."""
+    from vans.errors import VansError
+    from vans.videoqa.accuracy import NUMERICAL_RULES
+
+    if numerical not in NUMERICAL_RULES:
+        raise VansError(f"--numerical must be one of {', '.join(NUMERICAL_RULES)}")
+    if min_frames > max_frames:
+        raise VansError(f"--min-frames {min_frames} is more than --max-frames {max_frames}")
+    from vans.videoqa.rows import load_rows
+
+    benchmarks = {
+        path.name.split(".")[0]: load_rows([path], video_root, check_files=True) for path in files
+    }
+    settings = {
+        "reasoner": reasoner.resolve(),
+        "files": [f.resolve() for f in files],
+        "fps": fps,
+        "min_frames": min_frames,
+        "max_frames": max_frames,
+        "max_new_tokens": max_new_tokens,
+        "numerical": numerical,
+    }
+    claim_output(out, "qa eval", settings, resumable=True, overwrite=overwrite)
+    import json
+
+    from vans.cli.loading import quiet_model_libraries
+    from vans.io import write_text
+    from vans.videoqa.evaluate import EvalSettings, answer_rows, results_table, score_rows
+
+    quiet_model_libraries()
+    from vans.models.vlm import Reasoner
+
+    model = Reasoner.from_pretrained(reasoner)
+    every = EvalSettings(fps, min_frames, max_frames, max_new_tokens, numerical)
+    results = {}
+    progress = progress_bar(console)
+    with progress:
+        for name, rows in benchmarks.items():
+            task = progress.add_task(name, total=len(rows))
+            outputs = answer_rows(
+                model, rows, every, out / name, on_row=lambda task=task: progress.advance(task)
+            )
+            results[name] = score_rows(rows, outputs, numerical)
+    write_text(out / "results.json", json.dumps(results, indent=2) + "\n")
+    table = results_table(results)
+    write_text(out / "results.md", table)
+    console.print(table, markup=False, highlight=False, soft_wrap=True)

@@ -119,6 +119,11 @@ class PAGRPOConfig:
             problems.append("frames need 1 <= min_frames <= max_frames")
         if not self.fps > 0 or not self.temperature > 0 or self.max_new_tokens < 1:
             problems.append("fps and temperature must be > 0 and max_new_tokens >= 1")
+        if self.grpo.reward_weights:
+            problems.append(
+                "grpo.reward_weights is Joint-GRPO's; PA-GRPO switches rewards with "
+                "perception_reward / reasoning_reward"
+            )
         if problems:
             raise ConfigError("invalid pa-grpo config: " + "; ".join(problems))
 
