@@ -48,7 +48,14 @@ def test_scores_per_type_and_source() -> None:
 
 @pytest.mark.parametrize(
     ("predicted", "truth", "mra"),
-    [("10", "10", 1.0), ("9.4", "10", 0.9), ("9.6", "10", 1.0), ("5", "10", 0.0), ("n/a", "3", 0.0), ("0", "0", 1.0)],
+    [
+        ("10", "10", 1.0),
+        ("9.4", "10", 0.9),
+        ("9.6", "10", 1.0),
+        ("5", "10", 0.0),
+        ("n/a", "3", 0.0),
+        ("0", "0", 1.0),
+    ],
 )
 def test_mean_relative_accuracy(predicted, truth, mra) -> None:
     assert mean_relative_accuracy(predicted, truth) == pytest.approx(mra)

@@ -68,3 +68,23 @@ def write_text(path: str | Path, text: str) -> Path:
 def write_json(path: str | Path, data: Any) -> Path:
     """Write `data` as indented JSON to `path` atomically."""
     return write_text(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+
+
+def read_appended_records(path: str | Path) -> list[dict[str, Any]]:
+    """The records of a JSON-lines file a run appends to as it goes (resumable outputs).
+    A line a killed run was still writing is dropped from the file, so the next append
+    starts on a fresh line; its record is simply made again."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    records, lines = [], []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+            lines.append(line + "\n")
+    write_text(path, "".join(lines))
+    return records

@@ -170,3 +170,54 @@ def eval_command(
     table = results_table(results)
     write_text(out / "results.md", table)
     console.print(table, markup=False, highlight=False, soft_wrap=True)
+
+
+@qa_app.command()
+def cot(
+    files: Annotated[list[Path], typer.Argument(help="Video-R1 rows to give traces to.")],
+    out: Annotated[Path, typer.Option(help="Output folder (rerun to resume).")],
+    teacher: Annotated[
+        str, typer.Option(help="toy (the toy world's truth) or a Qwen2.5-VL directory.")
+    ] = "toy",
+    judge: Annotated[str, typer.Option(help="toy, http or local (the sufficiency check).")] = "toy",
+    judge_url: Annotated[str | None, typer.Option(help="An http judge's base URL.")] = None,
+    judge_model: Annotated[str | None, typer.Option(help="An http judge's model.")] = None,
+    judge_dir: Annotated[Path | None, typer.Option(help="A local judge's directory.")] = None,
+    video_root: Annotated[
+        Path | None, typer.Option(help="Folder the rows' paths are relative to.")
+    ] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace whatever --out holds.")] = False,
+) -> None:
+    """VideoP2R's 3-step CoT pipeline: the teacher writes each row's observation, then its
+    reasoning; the judge answers from the observation alone and the row is kept only if
+    right. Writes rows.json (VideoP2R rows), kept.jsonl and rejected.jsonl (step, reason)."""
+    from vans.videoqa.judge import JudgeConfig
+    from vans.videoqa.rows import load_rows
+
+    config = JudgeConfig(
+        kind=judge,
+        url=judge_url,
+        model=judge_model,
+        directory=str(judge_dir) if judge_dir else None,
+        cache=str(out / "judge_cache.db"),
+    )
+    rows = load_rows(files, video_root, check_files=True)
+    settings = {"files": [f.resolve() for f in files], "teacher": teacher, "judge": config}
+    claim_output(out, "qa cot", settings, resumable=True, overwrite=overwrite)
+    from vans.cli.loading import quiet_model_libraries
+    from vans.videoqa.cot import ModelTeacher, ToyTeacher, run_cot
+    from vans.videoqa.judge import build_judge
+
+    quiet_model_libraries()
+    writer = ToyTeacher() if teacher == "toy" else ModelTeacher(teacher)
+    progress = progress_bar(console)
+    with progress:
+        task = progress.add_task("traces", total=len(rows))
+        decisions = run_cot(
+            rows, writer, build_judge(config), out, on_row=lambda _: progress.advance(task)
+        )
+    kept = sum(d.kept for d in decisions)
+    why = Counter(d.reason for d in decisions if not d.kept)
+    lines = [f"kept {kept} of {len(decisions)} rows: {out / 'rows.json'}"]
+    lines += [f"rejected {n}: {reason}" for reason, n in why.most_common()]  # by reason
+    console.print("\n".join(lines), markup=False, highlight=False, soft_wrap=True)

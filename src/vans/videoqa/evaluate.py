@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vans.io import write_text
+from vans.io import read_appended_records
 from vans.models.vlm import Reasoner, SamplingConfig
 from vans.videoqa.accuracy import NumericalRule, accuracy, first_number
 from vans.videoqa.frames import question_frames
@@ -68,7 +68,7 @@ def answer_rows(
     predictions.jsonl are kept, the others answered (all questions about one video in one
     batched call, greedy) and appended as they come."""
     path = out / PREDICTIONS_FILE
-    done = _read_predictions(path)
+    done = {str(r["id"]): str(r["output"]) for r in read_appended_records(path)}
     sampling = SamplingConfig(do_sample=False, max_new_tokens=settings.max_new_tokens)
     by_video: dict[Path, list[QARow]] = defaultdict(list)
     for row in rows:
@@ -146,24 +146,6 @@ def results_table(results: dict[str, dict[str, Any]]) -> str:
         cells += [_pct(r["by_type"].get(t, math.nan)) for t in types]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
-
-
-def _read_predictions(path: Path) -> dict[str, str]:
-    """The finished answers of an earlier run. A line a killed run was still writing is
-    dropped from the file (its row is answered again), so appending continues cleanly."""
-    done: dict[str, str] = {}
-    if not path.exists():
-        return done
-    kept = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        done[str(record["id"])] = str(record["output"])
-        kept.append(line + "\n")
-    write_text(path, "".join(kept))
-    return done
 
 
 def _mean(values: Sequence[float]) -> float:

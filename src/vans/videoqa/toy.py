@@ -83,6 +83,8 @@ def toy_qa_rows(samples: Sequence[VNEPSample], root: Path) -> list[dict[str, Any
                     "output": format_trace(observation, reasoning, answer),
                     "needs": needs,
                     "family": sample.extra["family"],
+                    # What the toy teacher writes in `vans qa cot` (videoqa.cot.ToyTeacher).
+                    "teacher": {"observation": observation, "process": reasoning},
                 }
             )
     return rows
