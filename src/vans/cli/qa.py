@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -79,18 +79,19 @@ def toy(
     splits = toy_qa_splits(train_num, test_num, seed)
     settings = {name: config.to_dict() for name, config in splits.items()}
     claim_output(out, "qa toy", settings, resumable=False, overwrite=overwrite)
-    from vans.data.toyworld import write_toyworld  # torch and PyAV: only when generating
     from vans.videoqa.rows import load_rows
-    from vans.videoqa.toy import write_toy_qa
+    from vans.videoqa.toy import write_toy_benchmark
 
     progress = progress_bar(console)
     with progress:
-        for name, config in splits.items():
+
+        def bar(name: str, config: Any) -> Any:
             task = progress.add_task(name, total=config.num)
-            manifest = write_toyworld(
-                config, out / name, on_sample=lambda _, task=task: progress.advance(task)
-            )
-            rows = load_rows([write_toy_qa(manifest)], check_files=True, require_trace=True)
+            return lambda _: progress.advance(task)
+
+        files = write_toy_benchmark(out, splits, on_split=bar)
+        for name, path in files.items():
+            rows = load_rows([path], check_files=True, require_trace=True)
             kinds = Counter(row.problem_type for row in rows)
             summary = ", ".join(f"{n} {kind}" for kind, n in sorted(kinds.items()))
             progress.console.print(

@@ -136,6 +136,72 @@ def toybases(
     console.print(f"toy bases: {base}")
 
 
+@reproduce_app.command("videop2r")
+def videop2r(
+    out: Annotated[Path, typer.Option(help="Output directory (rerun to resume).")] = Path(
+        "runs/videop2r"
+    ),
+    configs: Annotated[
+        Path, typer.Option(help="Directory of the stage configs (sft_cot, pa_grpo).")
+    ] = DEFAULT_CONFIGS,
+    seed: Annotated[
+        list[int] | None, typer.Option("--seed", **SEEDS, help="RL seed (repeat).")
+    ] = None,
+    variant: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--variant",
+            help="RL runs (repeat): pa_grpo, grpo, no_perception_reward, one_advantage.",
+        ),
+    ] = None,
+    override: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            help="RUN:KEY=VALUE override (runs: sft_cot, pa_grpo), e.g. "
+            "--set pa_grpo:train.steps=20 (repeat).",
+        ),
+    ] = None,
+    train_num: Annotated[int, typer.Option(min=1, help="Toy samples of the train split.")] = 300,
+    test_num: Annotated[int, typer.Option(min=1, help="Toy samples of each test split.")] = 60,
+    eval_max_new_tokens: Annotated[
+        int, typer.Option(min=1, help="Longest evaluated answer, in tokens.")
+    ] = 160,
+    threads: Annotated[
+        int | None, typer.Option(min=1, help="torch threads (default: torch's choice).")
+    ] = None,
+    overwrite: Annotated[
+        bool, typer.Option(help="Start again in an --out that holds a run with other settings.")
+    ] = False,
+) -> None:
+    """VideoP2R in miniature: the toy video-QA benchmark, SFT on the toy teacher's traces,
+    then per seed PA-GRPO, GRPO and the ablations, every model evaluated on both test splits
+    (results.md: accuracy mean ± std over seeds)."""
+    quiet_model_libraries()
+    import torch
+
+    from vans.recipes.videop2r import VARIANTS, ToyP2RConfig, run_videop2r
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    overrides = _run_overrides(override)
+    unknown = sorted(set(overrides) - {"sft_cot", "pa_grpo"})
+    if unknown:
+        raise RecipeError(f"--set for unknown runs {unknown}; known: ['pa_grpo', 'sft_cot']")
+    config = ToyP2RConfig(
+        out=str(out),
+        configs=str(configs),
+        seeds=tuple(seed) if seed else (0, 1, 2),
+        variants=tuple(variant) if variant else tuple(VARIANTS),
+        train_num=train_num,
+        test_num=test_num,
+        overrides=overrides,
+        eval_max_new_tokens=eval_max_new_tokens,
+    )
+    results = run_videop2r(config, console, overwrite=overwrite)
+    console.print(results.read_text(), markup=False, highlight=False)
+
+
 def _run_overrides(items: list[str] | None) -> dict[str, list[str]]:
     """--set RUN:KEY=VALUE options, grouped by run."""
     overrides: dict[str, list[str]] = {}

@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 import re
 import string
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -179,6 +179,22 @@ def _perception_questions(sample: VNEPSample) -> list[Question]:
         )
     )
     return out
+
+
+def write_toy_benchmark(
+    out: Path,
+    splits: dict[str, ToyWorldConfig],
+    on_split: Callable[[str, ToyWorldConfig], Callable[[Any], None] | None] | None = None,
+) -> dict[str, Path]:
+    """Each split's toy clips and rows into `out/<split>/`; returns the rows files.
+    `on_split(name, config)` may return a per-sample callback (a progress bar's)."""
+    from vans.data.toyworld import write_toyworld  # torch and PyAV: only when generating
+
+    files = {}
+    for name, config in splits.items():
+        on_sample = on_split(name, config) if on_split else None
+        files[name] = write_toy_qa(write_toyworld(config, out / name, on_sample=on_sample))
+    return files
 
 
 def write_toy_qa(manifest: str | Path) -> Path:
