@@ -20,6 +20,17 @@ def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return init_tiny(tmp_path_factory.mktemp("ckpt") / "tiny", seed=0)
 
 
+@pytest.fixture(scope="session")
+def toy_qa(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small toy video-QA benchmark (`vans qa toy`: train, test, test_heldout), written
+    once per test session (read-only for tests)."""
+    from vans.cli.main import run
+
+    out = tmp_path_factory.mktemp("toy_qa") / "bench"
+    assert run(["qa", "toy", "--out", str(out), "--train-num", "6", "--test-num", "2"]) == 0
+    return out
+
+
 def run_in_two_processes(command: list[str], out: Path) -> tuple[Path, Path]:
     """Run `vans *command --out out/{a,b}` in two processes at once (both must exit 0) and
     return the two output folders: same seed, same bytes holds across processes."""

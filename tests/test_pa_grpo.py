@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from vans.cli.main import run
 from vans.errors import ConfigError, GRPOError
 from vans.models.vlm import Completion, Reasoner
 from vans.rl.advantages import process_advantages
@@ -57,20 +56,13 @@ def test_process_advantages_hand_computed() -> None:
         process_advantages(torch.zeros(3), torch.zeros(4))
 
 
-@pytest.fixture(scope="module")
-def bench(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("p2r") / "bench"
-    assert run(["qa", "toy", "--out", str(out), "--train-num", "6", "--test-num", "3"]) == 0
-    return out
-
-
-def make_config(tiny_checkpoint, bench, out=None, **kwargs) -> PAGRPOConfig:
+def make_config(tiny_checkpoint, toy_qa, out=None, **kwargs) -> PAGRPOConfig:
     train = TrainConfig(
         out_dir=str(out or "unused"), steps=2, batch_size=2, lr=1e-3, warmup_steps=0, log_every=1
     )
     defaults = dict(
         reasoner=str(tiny_checkpoint / "vlm"),
-        train_rows=[str(bench / "train" / "rows.json")],
+        train_rows=[str(toy_qa / "train" / "rows.json")],
         grpo=GRPOConfig(group_size=4),
         max_new_tokens=24,
         cache_items=True,
@@ -84,11 +76,11 @@ def completion(reasoner: Reasoner, text: str) -> Completion:
     return Completion(text, torch.tensor([*ids, reasoner.im_end_id]), True)
 
 
-def test_each_process_takes_its_advantage_on_its_tokens(tiny_checkpoint, bench) -> None:
+def test_each_process_takes_its_advantage_on_its_tokens(tiny_checkpoint, toy_qa) -> None:
     """Four answers to one question: right; right observation, wrong answer; an
     observation missing a needed fact, right answer; no template. The judge and the rules
     score them, and each block's tokens carry its process's advantage."""
-    task = build_pa_grpo_task(make_config(tiny_checkpoint, bench))
+    task = build_pa_grpo_task(make_config(tiny_checkpoint, toy_qa))
     prompt = next(p for p in task.train_dataset() if p.row.data_source == "toyworld/objects")
     row = prompt.row
     wrong = str(int(row.answer) + 1)
@@ -120,7 +112,7 @@ def test_each_process_takes_its_advantage_on_its_tokens(tiny_checkpoint, bench) 
     last = group.token_advantages[3][: len(group.completions[3].token_ids)]
     torch.testing.assert_close(last, a["all"][3].expand_as(last))
 
-    grpo = build_pa_grpo_task(make_config(tiny_checkpoint, bench, advantage="sequence"))
+    grpo = build_pa_grpo_task(make_config(tiny_checkpoint, toy_qa, advantage="sequence"))
     flat = grpo.score(prompt, group.completions)
     for i in range(4):
         row_adv = flat.token_advantages[i][: len(flat.completions[i].token_ids)]
@@ -128,12 +120,12 @@ def test_each_process_takes_its_advantage_on_its_tokens(tiny_checkpoint, bench) 
 
 
 def test_the_loss_on_scored_answers_trains_every_part_through_the_video(
-    tiny_checkpoint, bench
+    tiny_checkpoint, toy_qa
 ) -> None:
     """The random reasoner's own samples all score 0 (no advantage, no gradient), so the
     update is checked on scored answers: the loss reaches every part, the vision tower
     included, so the video is in the loss forward."""
-    task = build_pa_grpo_task(make_config(tiny_checkpoint, bench))
+    task = build_pa_grpo_task(make_config(tiny_checkpoint, toy_qa))
     prompt = next(p for p in task.train_dataset() if p.row.problem_type == "multiple choice")
     row = prompt.row
     other = next(o[0] for o in row.options if o[0] != row.answer)
@@ -153,8 +145,8 @@ def read_rows(out: Path) -> list[dict]:
     return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_a_short_run_saves_and_resumes_exactly(tiny_checkpoint, bench, tmp_path) -> None:
-    config = make_config(tiny_checkpoint, bench, tmp_path / "run")
+def test_a_short_run_saves_and_resumes_exactly(tiny_checkpoint, toy_qa, tmp_path) -> None:
+    config = make_config(tiny_checkpoint, toy_qa, tmp_path / "run")
     task = build_pa_grpo_task(config)
     start = task.model.state_dict()
     result = train(task, config.train)
@@ -167,10 +159,10 @@ def test_a_short_run_saves_and_resumes_exactly(tiny_checkpoint, bench, tmp_path)
     trained = reloaded.model.state_dict()
     assert trained.keys() == start.keys()
 
-    first = make_config(tiny_checkpoint, bench, tmp_path / "resumed")
+    first = make_config(tiny_checkpoint, toy_qa, tmp_path / "resumed")
     first.train.steps = 1
     train(build_pa_grpo_task(first), first.train)
-    again = make_config(tiny_checkpoint, bench, tmp_path / "resumed")
+    again = make_config(tiny_checkpoint, toy_qa, tmp_path / "resumed")
     train(build_pa_grpo_task(again), again.train, resume=True)
     resumed = read_rows(tmp_path / "resumed")
     assert [r["step"] for r in resumed] == [1, 2]
@@ -178,16 +170,16 @@ def test_a_short_run_saves_and_resumes_exactly(tiny_checkpoint, bench, tmp_path)
         assert resumed[1][key] == pytest.approx(rows[1][key], rel=1e-5, abs=1e-9), key
 
 
-def test_bad_configs_are_named(tiny_checkpoint, bench) -> None:
+def test_bad_configs_are_named(tiny_checkpoint, toy_qa) -> None:
     with pytest.raises(ConfigError, match="cannot both be off"):
-        make_config(tiny_checkpoint, bench, perception_reward=False, reasoning_reward=False)
+        make_config(tiny_checkpoint, toy_qa, perception_reward=False, reasoning_reward=False)
     with pytest.raises(ConfigError, match="advantage must be process or sequence"):
-        make_config(tiny_checkpoint, bench, advantage="token")
+        make_config(tiny_checkpoint, toy_qa, advantage="token")
     with pytest.raises(ConfigError, match="train_mode lora needs a LoRA adapter"):
-        build_pa_grpo_task(make_config(tiny_checkpoint, bench, train_mode="lora"))
+        build_pa_grpo_task(make_config(tiny_checkpoint, toy_qa, train_mode="lora"))
 
 
-def test_sft_on_traces_learns_the_template(tiny_checkpoint, bench, tmp_path) -> None:
+def test_sft_on_traces_learns_the_template(tiny_checkpoint, toy_qa, tmp_path) -> None:
     """A few full-parameter steps on the teacher's traces lower the held-out loss; the saved
     reasoner loads and the rows it trained on are the traces'."""
     train_cfg = TrainConfig(
@@ -196,8 +188,8 @@ def test_sft_on_traces_learns_the_template(tiny_checkpoint, bench, tmp_path) -> 
     )  # fmt: skip
     config = SFTCoTConfig(
         reasoner=str(tiny_checkpoint / "vlm"),
-        train_rows=[str(bench / "train" / "rows.json")],
-        eval_rows=[str(bench / "test" / "rows.json")],
+        train_rows=[str(toy_qa / "train" / "rows.json")],
+        eval_rows=[str(toy_qa / "test" / "rows.json")],
         cache_videos=True,
         train=train_cfg,
     )

@@ -6,9 +6,6 @@ nothing twice."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
-
-import pytest
 
 from vans.cli.main import run
 from vans.videoqa.cot import KEPT_FILE, REJECTED_FILE, ModelTeacher, ToyTeacher, run_cot
@@ -17,15 +14,8 @@ from vans.videoqa.rows import load_rows
 from vans.videoqa.toy import ToyJudge
 
 
-@pytest.fixture(scope="module")
-def bench(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("cot") / "bench"
-    assert run(["qa", "toy", "--out", str(out), "--train-num", "3", "--test-num", "1"]) == 0
-    return out
-
-
-def test_the_toy_teacher_passes_and_writes_videop2r_rows(bench, tmp_path, capsys) -> None:
-    rows_file = bench / "train" / "rows.json"
+def test_the_toy_teacher_passes_and_writes_videop2r_rows(toy_qa, tmp_path, capsys) -> None:
+    rows_file = toy_qa / "train" / "rows.json"
     assert run(["qa", "cot", str(rows_file), "--out", str(tmp_path / "cot")]) == 0
     rows = load_rows([rows_file])
     assert f"kept {len(rows)} of {len(rows)} rows" in capsys.readouterr().out
@@ -34,8 +24,8 @@ def test_the_toy_teacher_passes_and_writes_videop2r_rows(bench, tmp_path, capsys
     assert [r.output for r in traced] == [r.output for r in rows]  # the truth, step by step
 
 
-def test_a_useless_teacher_is_rejected_with_reasons(bench, tiny_checkpoint, tmp_path) -> None:
-    rows = load_rows([bench / "test" / "rows.json"])
+def test_a_useless_teacher_is_rejected_with_reasons(toy_qa, tiny_checkpoint, tmp_path) -> None:
+    rows = load_rows([toy_qa / "test" / "rows.json"])
     teacher = ModelTeacher(tiny_checkpoint / "vlm", max_new_tokens=8)
     seen = []
     decisions = run_cot(rows, teacher, PerceptionJudge(ToyJudge()), tmp_path, on_row=seen.append)
@@ -54,8 +44,8 @@ def test_a_useless_teacher_is_rejected_with_reasons(bench, tiny_checkpoint, tmp_
     assert again == []
 
 
-def test_a_killed_run_redecides_only_the_cut_row(bench, tmp_path) -> None:
-    rows = load_rows([bench / "train" / "rows.json"])
+def test_a_killed_run_redecides_only_the_cut_row(toy_qa, tmp_path) -> None:
+    rows = load_rows([toy_qa / "train" / "rows.json"])
     judge = PerceptionJudge(ToyJudge())
     run_cot(rows, ToyTeacher(), judge, tmp_path)
     kept = (tmp_path / KEPT_FILE).read_text().splitlines()

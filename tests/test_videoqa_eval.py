@@ -61,17 +61,10 @@ def test_mean_relative_accuracy(predicted, truth, mra) -> None:
     assert mean_relative_accuracy(predicted, truth) == pytest.approx(mra)
 
 
-@pytest.fixture(scope="module")
-def bench(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("qaeval") / "bench"
-    assert run(["qa", "toy", "--out", str(out), "--train-num", "2", "--test-num", "2"]) == 0
-    return out
-
-
-def test_a_killed_run_resumes_without_answering_twice(bench, tiny_checkpoint, tmp_path) -> None:
+def test_a_killed_run_resumes_without_answering_twice(toy_qa, tiny_checkpoint, tmp_path) -> None:
     from vans.models.vlm import Reasoner
 
-    rows = load_rows([bench / "test" / "rows.json"])
+    rows = load_rows([toy_qa / "test" / "rows.json"])
     reasoner = Reasoner.from_pretrained(tiny_checkpoint / "vlm")
     settings = EvalSettings(max_new_tokens=6)
     first = answer_rows(reasoner, rows, settings, tmp_path)
@@ -86,9 +79,9 @@ def test_a_killed_run_resumes_without_answering_twice(bench, tiny_checkpoint, tm
     assert sorted(r["id"] for r in records) == sorted(r.id for r in rows)
 
 
-def test_cli_eval_writes_a_table_per_benchmark(bench, tiny_checkpoint, tmp_path, capsys) -> None:
+def test_cli_eval_writes_a_table_per_benchmark(toy_qa, tiny_checkpoint, tmp_path, capsys) -> None:
     args = ["qa", "eval", "--reasoner", str(tiny_checkpoint / "vlm"), "--out", str(tmp_path / "e")]
-    files = [str(bench / "test" / "rows.json")]
+    files = [str(toy_qa / "test" / "rows.json")]
     assert run([*args, *files, "--max-new-tokens", "4"]) == 0
     results = json.loads((tmp_path / "e" / "results.json").read_text())
     assert list(results) == ["rows"] and results["rows"]["rows"] == len(load_rows(files))

@@ -6,11 +6,9 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from pathlib import Path
 
 import pytest
 
-from vans.cli.main import run
 from vans.data.toyworld.config import HELD_OUT
 from vans.videoqa.judge import PerceptionJudge
 from vans.videoqa.prompting import parse_trace
@@ -19,30 +17,23 @@ from vans.videoqa.rows import load_rows
 from vans.videoqa.toy import ToyJudge, needs_met
 
 
-@pytest.fixture(scope="module")
-def bench(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("qatoy") / "bench"
-    assert run(["qa", "toy", "--out", str(out), "--train-num", "16", "--test-num", "8"]) == 0
-    return out
-
-
-def test_every_split_loads_with_traces_and_videos(bench) -> None:
+def test_every_split_loads_with_traces_and_videos(toy_qa) -> None:
     for split in ("train", "test", "test_heldout"):
-        rows = load_rows([bench / split / "rows.json"], check_files=True, require_trace=True)
+        rows = load_rows([toy_qa / split / "rows.json"], check_files=True, require_trace=True)
         kinds = Counter(r.data_source.split("/")[1] for r in rows)
         assert {"next_event", "next_event_text", "appearance", "objects", "movers"} <= set(kinds)
         assert {r.problem_type for r in rows} == {"multiple choice", "numerical", "free-form"}
-    heldout = load_rows([bench / "test_heldout" / "rows.json"])
+    heldout = load_rows([toy_qa / "test_heldout" / "rows.json"])
     captions = [r.answer for r in heldout if r.problem_type == "free-form"]
     assert all(any(pair in c for pair in HELD_OUT) for c in captions)
-    train = load_rows([bench / "train" / "rows.json"])
+    train = load_rows([toy_qa / "train" / "rows.json"])
     assert not any(pair in f"{r.problem} {r.answer}" for r in train for pair in HELD_OUT)
 
 
-def test_the_teachers_traces_score_full_marks(bench) -> None:
+def test_the_teachers_traces_score_full_marks(toy_qa) -> None:
     """The truth passes its own checks: every trace is well formed and right, and the toy
     judge finds every observation sufficient (the sufficiency check keeps them all)."""
-    rows = load_rows([bench / "train" / "rows.json"], require_trace=True)
+    rows = load_rows([toy_qa / "train" / "rows.json"], require_trace=True)
     config = RewardConfig()
     for row in rows:
         out = rule_rewards(row.output, row, {}, config)
@@ -51,8 +42,8 @@ def test_the_teachers_traces_score_full_marks(bench) -> None:
     assert judge.rewards(rows, [r.observation for r in rows]) == [1.0] * len(rows)
 
 
-def test_the_toy_judge_needs_every_fact(bench) -> None:
-    rows = load_rows([bench / "train" / "rows.json"])
+def test_the_toy_judge_needs_every_fact(toy_qa) -> None:
+    rows = load_rows([toy_qa / "train" / "rows.json"])
     counts = [r for r in rows if r.data_source == "toyworld/objects" and int(r.answer) >= 2]
     row = counts[0]
     sentences = row.observation.split(". ")
@@ -78,8 +69,8 @@ def test_needs_are_phrases_together_in_one_sentence(observation, met) -> None:
     assert needs_met(observation, [["red circle", "moves left"]]) is met
 
 
-def test_rows_file_is_a_json_list_in_video_r1_format(bench) -> None:
-    rows = json.loads((bench / "test" / "rows.json").read_text())
+def test_rows_file_is_a_json_list_in_video_r1_format(toy_qa) -> None:
+    rows = json.loads((toy_qa / "test" / "rows.json").read_text())
     first = rows[0]
     assert first["solution"].startswith("<answer>") and first["data_type"] == "video"
     assert set(first) >= {"problem_id", "problem", "options", "problem_type", "path"}

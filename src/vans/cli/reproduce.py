@@ -16,6 +16,12 @@ from vans.recipes.toyworld import DEFAULT_CONFIGS, RecipeError, ToyRecipeConfig
 reproduce_app = command_group("Reproduce the paper's method end to end (in miniature, on CPU).")
 console = Console(soft_wrap=True)
 _DEFAULTS = ToyRecipeConfig()
+Threads = Annotated[
+    int | None, typer.Option(min=1, help="torch threads (default: torch's choice).")
+]
+Overwrite = Annotated[
+    bool, typer.Option(help="Start again in an --out that holds a run with other settings.")
+]
 _BASE_DEFAULTS = ToyBasesConfig()
 
 
@@ -50,9 +56,7 @@ def toyworld(
         Path,
         typer.Option(help="Toy bases to start from (vans reproduce toybases' base/)."),
     ] = Path(_DEFAULTS.bases),
-    threads: Annotated[
-        int | None, typer.Option(min=1, help="torch threads (default: torch's choice).")
-    ] = None,
+    threads: Threads = None,
     jobs: Annotated[
         int,
         typer.Option(
@@ -60,9 +64,7 @@ def toyworld(
             help="Training stages at once (independent ones, as subprocesses sharing --threads).",
         ),
     ] = _DEFAULTS.jobs,
-    overwrite: Annotated[
-        bool, typer.Option(help="Start again in an --out that holds a run with other settings.")
-    ] = False,
+    overwrite: Overwrite = False,
 ) -> None:
     """From the toy bases: generate toy data, train every stage (SFT of both models,
     Joint-GRPO Stage 1 and 2 per seed, a cascade baseline), evaluate all variants on
@@ -111,12 +113,8 @@ def toybases(
     train_num: Annotated[
         int, typer.Option(min=1, help="Training clips.")
     ] = _BASE_DEFAULTS.train_num,
-    threads: Annotated[
-        int | None, typer.Option(min=1, help="torch threads (default: torch's choice).")
-    ] = None,
-    overwrite: Annotated[
-        bool, typer.Option(help="Start again in an --out that holds a run with other settings.")
-    ] = False,
+    threads: Threads = None,
+    overwrite: Overwrite = False,
 ) -> None:
     """Train the toy world's foundation models from random weights: a reasoner that
     perceives toy clips, a renderer that draws them from text, and the judge embedder;
@@ -167,12 +165,8 @@ def videop2r(
     eval_max_new_tokens: Annotated[
         int, typer.Option(min=1, help="Longest evaluated answer, in tokens.")
     ] = 160,
-    threads: Annotated[
-        int | None, typer.Option(min=1, help="torch threads (default: torch's choice).")
-    ] = None,
-    overwrite: Annotated[
-        bool, typer.Option(help="Start again in an --out that holds a run with other settings.")
-    ] = False,
+    threads: Threads = None,
+    overwrite: Overwrite = False,
 ) -> None:
     """VideoP2R in miniature: the toy video-QA benchmark, SFT on the toy teacher's traces,
     then per seed PA-GRPO, GRPO and the ablations, every model evaluated on both test splits
