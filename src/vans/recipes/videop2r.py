@@ -9,9 +9,9 @@
 4. every model answers both test splits (greedy, `videoqa.evaluate`); the table gives each
    variant's accuracy as mean ± std over seeds, per problem type, and the format rate.
 
-Rerunning resumes: finished runs and evaluations are kept. Seeds are not part of the
-recorded settings, so two processes may run different seeds into one `--out` at once
-(after the data and SFT exist), and a later run with more seeds extends the table.
+Rerunning resumes: finished runs and evaluations are kept. Seeds and variants are not part
+of the recorded settings, so two processes may run different seeds or variants into one
+`--out` at once (after the data and SFT exist), and a later run with more extends the table.
 """
 
 from __future__ import annotations
@@ -72,8 +72,9 @@ class ToyP2RConfig:
     """Longest evaluated answer (a toy trace is ~110 tokens)."""
 
     def recorded(self) -> dict[str, Any]:
-        """The settings a resumed run must share (seeds may differ)."""
-        return {k: v for k, v in asdict(self).items() if k != "seeds"}
+        """The settings a resumed run must share: seeds and variants only choose which
+        runs exist, so they may differ (the table shows every run asked for)."""
+        return {k: v for k, v in asdict(self).items() if k not in ("seeds", "variants")}
 
 
 def run_videop2r(config: ToyP2RConfig, console: Console, *, overwrite: bool = False) -> Path:
