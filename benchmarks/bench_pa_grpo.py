@@ -3,12 +3,12 @@
 The two runs differ only in the recipe's switches (`vans.recipes.videop2r.VARIANTS`): GRPO is
 one advantage of the summed rewards on every token and no perception reward. Both start from
 the same toy reasoner (random, `vans init-tiny --preset toy`, so answers run to
-`max_new_tokens`, the slowest case) with a learning rate too small to move a weight, so every step samples the
-same rollouts in both and the difference is what PA-GRPO adds: its rewards, its per-process
-advantages and token masks. The variants alternate `--repeats` times, so a machine that
-slows down slows both. The judge's own time is measured apart: the same number of judgments
-per step as a step makes, on the benchmark's teacher observations (the offline toy judge
-here; an HTTP judge's time is `bench_judge.py`'s).
+`max_new_tokens`, the slowest case) with a learning rate too small to move a weight, so every
+step samples the same rollouts in both and the difference is what PA-GRPO adds: its rewards,
+its per-process advantages and token masks. The variants alternate `--repeats` times, so a
+machine that slows down slows both. The judge's own time is measured apart: the same number of
+judgments per step as a step makes, on the benchmark's teacher observations (the offline toy
+judge here; an HTTP judge's time is `bench_judge.py`'s).
 
 Run: `python benchmarks/bench_pa_grpo.py [--steps 4 --repeats 2]` (steps after the first are
 timed: the first decodes the videos).
@@ -82,11 +82,14 @@ def main() -> None:
         judge_s = time.perf_counter() - began
 
     pa, grpo = (min(s) for s in seconds.values())
-    print(f"GRPO:    {grpo:6.2f} s/step (best of {args.repeats} runs: {_rounded(seconds['grpo'])})")
-    print(f"PA-GRPO: {pa:6.2f} s/step (best of {args.repeats} runs: {_rounded(seconds['pa_grpo'])})")
+    for name, best in (("GRPO", grpo), ("PA-GRPO", pa)):
+        runs = _rounded(seconds[name.lower().replace("-", "_")])
+        print(f"{name + ':':8} {best:6.2f} s/step (best of {args.repeats} runs: {runs})")
     print(f"judge ({config.judge.kind}): {judge_s:.4f} s for the {per_step} judgments of a step")
-    print(f"PA-GRPO / GRPO step time: {pa / grpo:.3f}x; without the judge: "
-          f"{(pa - judge_s) / grpo:.3f}x (target <= 1.2x)")
+    print(
+        f"PA-GRPO / GRPO step time: {pa / grpo:.3f}x; without the judge: "
+        f"{(pa - judge_s) / grpo:.3f}x (target <= 1.2x)"
+    )
 
 
 def _rounded(values: list[float]) -> list[float]:

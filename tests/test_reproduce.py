@@ -28,6 +28,7 @@ from vans.models.checkpoint import load_checkpoint, load_settings
 from vans.recipes.toybases import (
     CHECK_SAMPLES,
     EMBEDDER_DIR,
+    BasesError,
     ToyBasesConfig,
     base_info,
     run_toybases,
@@ -47,17 +48,20 @@ QUICK = [
     # Stage 2 would train nothing and (rightly) fail.
     *("--set", "joint_grpo_stage2:anchor_min_rouge=0.0"),
 ]
-BASE_RUNS = ("reasoner", "reasoner_more", "reasoner_more2", "renderer_vae", "renderer_t2v")
+BASE_RUNS = (
+    "reasoner",
+    "reasoner_more",
+    "reasoner_more2",
+    "renderer_vae",
+    "renderer_vae_long",
+    "renderer_t2v",
+)
 
 
-@pytest.fixture(scope="module")
-def bases(tmp_path_factory):
+def quick_bases(out: Path, **options) -> ToyBasesConfig:
     """Toy bases from tiny random models, 2 steps per stage: the pieces, not the figures."""
-    out = tmp_path_factory.mktemp("toybases")
-    quick = [f"{r}:train.{k}" for r in BASE_RUNS for k in ("steps=2", "warmup_steps=0")] + [
-        f"{r}:train.eval_every=0" for r in BASE_RUNS
-    ]
-    config = ToyBasesConfig(
+    quick = ("steps=2", "warmup_steps=0", "eval_every=0")
+    return ToyBasesConfig(
         out=str(out),
         train_num=12,
         val_num=4,
@@ -65,14 +69,20 @@ def bases(tmp_path_factory):
         preset="tiny",
         overrides={
             "embedder": ["steps=10", "batch_size=8"],
-            "renderer_vae": ["stats_clips=8"],
+            **{run: [f"train.{k}" for k in quick] for run in BASE_RUNS},
             **{
-                run: [o.split(":", 1)[1] for o in quick if o.startswith(f"{run}:")]
+                run: [f"train.{k}" for k in quick] + ["stats_clips=8"]
                 for run in BASE_RUNS
+                if run.startswith("renderer_vae")
             },
         },
+        **options,
     )
-    return run_toybases(config)
+
+
+@pytest.fixture(scope="module")
+def bases(tmp_path_factory):
+    return run_toybases(quick_bases(tmp_path_factory.mktemp("toybases")))
 
 
 @pytest.fixture(scope="module")
@@ -97,6 +107,27 @@ def test_bases_assemble_one_checkpoint_with_its_judge_and_configs(bases) -> None
     again = base_figures(bases, held_out[:CHECK_SAMPLES], t2v_samples=2)
     assert again == pytest.approx(info["check"], nan_ok=True)
     assert info["accepted"].keys() == again.keys()
+
+
+def test_a_renderer_rebuild_keeps_the_reasoner_it_is_given(bases, tmp_path) -> None:
+    rebuilt = run_toybases(quick_bases(tmp_path / "renderer", reasoner_from=str(bases)))
+    assert not (tmp_path / "renderer" / "reasoner").exists()  # no reasoner run trained
+    assert not (tmp_path / "renderer" / "data" / "judge").exists()
+    assert differing_files(bases / "vlm", rebuilt / "vlm") == []
+    assert differing_files(bases / EMBEDDER_DIR, rebuilt / EMBEDDER_DIR) == []
+    old, new = base_info(bases), base_info(rebuilt)
+    for name in ("reasoner", "reasoner_more", "reasoner_more2"):
+        assert new["figures"][name] == old["figures"][name]
+        assert new["timings_s"][name] == old["timings_s"][name]
+        kept = bases / "training" / f"{name}.yaml"
+        assert (rebuilt / "training" / f"{name}.yaml").read_bytes() == kept.read_bytes()
+    assert "renderer_vae_long" in new["timings_s"]
+    assert new["recipe"]["reasoner_from"] == str(bases)
+
+
+def test_a_renderer_rebuild_refuses_what_is_not_a_base(tmp_path) -> None:
+    with pytest.raises(BasesError, match="not a toy base"):
+        run_toybases(quick_bases(tmp_path / "out", reasoner_from=str(tmp_path)))
 
 
 def test_splits_hold_out_compositions(recipe) -> None:

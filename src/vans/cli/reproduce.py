@@ -107,12 +107,21 @@ def toybases(
         typer.Option(
             "--set",
             help="RUN:KEY=VALUE override of one run's config (runs: embedder, reasoner, "
-            "renderer_vae, renderer_t2v), e.g. --set reasoner:train.steps=100 (repeat).",
+            "reasoner_more, reasoner_more2, renderer_vae, renderer_vae_long, renderer_t2v), "
+            "e.g. --set reasoner:train.steps=100 (repeat).",
         ),
     ] = None,
     train_num: Annotated[
         int, typer.Option(min=1, help="Training clips.")
     ] = _BASE_DEFAULTS.train_num,
+    reasoner_from: Annotated[
+        Path | None,
+        typer.Option(
+            help="Keep this base's reasoner and judge (e.g. the shipped one, printed by "
+            "`python -c 'import vans.assets as a; print(a.TOYWORLD_BASE)'`): train the "
+            "renderer only."
+        ),
+    ] = None,
     threads: Threads = None,
     overwrite: Overwrite = False,
 ) -> None:
@@ -128,7 +137,11 @@ def toybases(
     if threads is not None:
         torch.set_num_threads(threads)
     config = ToyBasesConfig(
-        out=str(out), configs=str(configs), train_num=train_num, overrides=_run_overrides(override)
+        out=str(out),
+        configs=str(configs),
+        train_num=train_num,
+        overrides=_run_overrides(override),
+        reasoner_from=None if reasoner_from is None else str(reasoner_from),
     )
     base = run_toybases(config, console, overwrite=overwrite)
     console.print(f"toy bases: {base}")

@@ -213,17 +213,26 @@ RENDERER_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
             "attention_head_dim": 16,
             "ffn_dim": 128,
             "num_layers": 4,
+            "patch_size": (1, 4, 4),
         },
-        "vae": {"base_dim": 8, "dim_mult": [1, 2, 2, 2]},
+        "vae": {
+            "base_dim": 8,
+            "decoder_base_dim": 16,
+            "dim_mult": [1, 2, 2],
+            "temperal_downsample": [True, True],
+            "scale_factor_spatial": 4,
+        },
     },
 }
 """Renderer sizes of `init_tiny` (overrides of `Renderer.random`'s): "tiny" is the smallest
 that runs (tests); "toy" has a DiT big enough to learn the toy world (0.26M parameters
 instead of 28K, whose flow-matching loss plateaus), with the 14K-parameter VAE (base_dim
 3), whose reconstructions lose the objects' colours. "toy-base" is the toy renderer base
-(docs/training.md): the toy DiT with a 220K-parameter VAE (channels 8-16, 8x spatial
-compression), 16x wider at 1.5x the cost per step of `vans train vae`; a 4x wider one
-(base_dim 16) costs 1.5x more again, which the base's CPU budget spends on steps instead."""
+(docs/toybases.md): a 465K-parameter VAE that compresses 4x in space (Wan's is 8x, which
+leaves an 8-pixel toy object one latent pixel) and 4x in time, with a decoder twice as wide
+as its encoder (`decoder_base_dim`, channels 16-32: the decoder draws the colours, the
+encoder only has to tell them apart), and the toy DiT patchifying 4x4 latents, so that its
+tokens still cover 16x16 pixels and it costs what the "toy" DiT costs."""
 
 
 def init_tiny(path: str | Path, *, seed: int = 0, preset: str = "tiny") -> Path:

@@ -55,18 +55,20 @@ RUNS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "reasoner_more": ("base-reasoner", "base_reasoner_more", ()),
     "reasoner_more2": ("base-reasoner", "base_reasoner_more", ("train.seed=2",)),
     "renderer_vae": ("vae", "base_renderer_vae", ()),
+    "renderer_vae_long": ("vae", "base_renderer_vae_long", ()),
     "renderer_t2v": ("sft-vdm", "base_renderer_t2v", ()),
 }
 """Run name -> (stage, config file in the configs directory, the run's own overrides)."""
 
 CHAINS: dict[str, tuple[str, ...]] = {
     "reasoner": ("reasoner", "reasoner_more", "reasoner_more2"),
-    "renderer": ("renderer_vae", "renderer_t2v"),
+    "renderer": ("renderer_vae", "renderer_vae_long", "renderer_t2v"),
 }
 """Each base's runs in training order: the first starts from the random init checkpoint,
 each next one from the previous one's final weights. The reasoner trains in three runs,
 each a warm restart of the learning rate from the last: held-out multiple choice was still
-rising when a cosine schedule ended (run 1: 55% at step 1800, 29% at step 200)."""
+rising when a cosine schedule ended (run 1: 55% at step 1800, 29% at step 200). The VAE
+trains on cheap 9-frame clips, then briefly on the 17 frames the renderer draws."""
 
 
 CHECK_SAMPLES = 8
@@ -92,11 +94,22 @@ class ToyBasesConfig:
     """Samples the judge embedder trains on."""
     preset: str = "toy-base"
     """`init_tiny` preset of the random models the bases start from: the toy reasoner and
-    the renderer base's sizes (a 220K-parameter VAE); "tiny" for tests."""
+    the renderer base's sizes (`RENDERER_PRESETS`); "tiny" for tests."""
     overrides: dict[str, list[str]] = field(default_factory=dict)
     """KEY=VALUE overrides per run: embedder and the runs of `RUNS`."""
+    reasoner_from: str | None = None
+    """A base directory (e.g. the shipped one) whose reasoner and judge to keep, with their
+    training configs and figures: only the renderer trains (its two hours of CPU, not the
+    reasoner's three). None trains all of them."""
 
     def check(self) -> None:
+        if self.reasoner_from is not None:
+            base = Path(self.reasoner_from)
+            if not (base / BASE_FILE).is_file():
+                raise BasesError(
+                    f"{base}: not a toy base (no {BASE_FILE}); pass the base/ directory of "
+                    "`vans reproduce toybases` or vans.assets.TOYWORLD_BASE"
+                )
         known = {"embedder", *RUNS}
         unknown = sorted(set(self.overrides) - known)
         if unknown:
@@ -136,11 +149,15 @@ class _Bases:
 
     def data(self) -> None:
         for split, toy in base_splits(self.config).items():
+            if split == "judge" and self.config.reasoner_from is not None:
+                continue  # only the embedder trains on it
             if not self.manifest(split).is_file():
                 with self.step(f"data/{split}"):
                     write_toyworld(toy, self.out / "data" / split)
 
     def embedder(self) -> Path:
+        if self.config.reasoner_from is not None:
+            return Path(self.config.reasoner_from) / EMBEDDER_DIR
         out = self.out / EMBEDDER_DIR
         if not out.is_dir():
             with self.step("embedder"):
@@ -189,14 +206,24 @@ class _Bases:
             shutil.copytree(renderer / "vdm", tmp / "vdm")
             shutil.copytree(embedder, tmp / EMBEDDER_DIR)
             (tmp / "training").mkdir()
+            kept = set(CHAINS["reasoner"]) if self.config.reasoner_from is not None else set()
+            figures, timings = {}, {k: round(v, 1) for k, v in self.timings.items()}
+            if kept:
+                previous = base_info(reasoner)
+                timings |= {run: previous["timings_s"][run] for run in kept}
             for run in RUNS:
-                shutil.copy(self.out / run / "config.yaml", tmp / "training" / f"{run}.yaml")
+                if run in kept:
+                    shutil.copy(reasoner / "training" / f"{run}.yaml", tmp / "training")
+                    figures[run] = previous["figures"][run]
+                else:
+                    shutil.copy(self.out / run / "config.yaml", tmp / "training" / f"{run}.yaml")
+                    figures[run] = final_eval(self.out / run / "metrics.jsonl")
             held_out = load_manifest(self.manifest("val"))
             info = {
                 "accepted": base_figures(tmp, held_out),
                 "check": base_figures(tmp, held_out[:CHECK_SAMPLES], t2v_samples=2),
-                "figures": {run: final_eval(self.out / run / "metrics.jsonl") for run in RUNS},
-                "timings_s": {k: round(v, 1) for k, v in self.timings.items()},
+                "figures": figures,
+                "timings_s": timings,
                 "recipe": json.loads(json.dumps(asdict(self.config), default=str)),
             }
             (tmp / BASE_FILE).write_text(json.dumps(info, indent=2) + "\n")
@@ -229,7 +256,11 @@ def run_toybases(
             init_tiny(init, preset=config.preset)
     embedder = bases.embedder()
     finals = {}
+    if config.reasoner_from is not None:
+        finals["reasoner"] = Path(config.reasoner_from)
     for base, runs in CHAINS.items():
+        if base in finals:
+            continue
         start = init
         for run in runs:
             start = bases.train(run, start)
