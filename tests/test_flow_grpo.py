@@ -24,7 +24,7 @@ from vans.models.flow_matching import (
     set_schedule,
 )
 from vans.models.tiny import toy_corpus, train_text_encoder_tokenizer
-from vans.models.vdm import Conditioning, Renderer
+from vans.models.vdm import Conditioning, Renderer, RenderSettings
 from vans.rl.config import FlowGRPOConfig
 from vans.rl.flow_grpo import (
     reference_step_log_prob,
@@ -154,7 +154,9 @@ def test_kl_closed_form():
 def test_sde_converges_to_the_ode_sampler_as_noise_vanishes(renderer, conditioning):
     x = noise(renderer)
     args = (conditioning.prompt_embeds, conditioning.negative_embeds)
-    kwargs = dict(steps=4, guidance_scale=5.0, reference=conditioning.reference)
+    kwargs = dict(
+        settings=RenderSettings(steps=4, guidance_scale=5.0), reference=conditioning.reference
+    )
     with torch.no_grad():
         ode = renderer.denoise(x, *args, step=euler_step, **kwargs)
     errors = []
@@ -189,8 +191,7 @@ def test_trajectory_record_and_flow_step(renderer, conditioning):
             x,
             conditioning.prompt_embeds,
             conditioning.negative_embeds,
-            steps=4,
-            guidance_scale=config.guidance_scale,
+            settings=RenderSettings(steps=4, guidance_scale=config.guidance_scale),
             reference=conditioning.reference,
             step=sde_step(config.noise_level, torch.Generator().manual_seed(3)),
         )

@@ -15,3 +15,8 @@ def command_group(help: str | None = None) -> typer.Typer:
 
 SEEDS = {"min": 0, "max": 2**32 - 1}
 """The range of every seed option: what numpy's and torch's generators all accept."""
+
+PROFILE_HELP = (
+    "Inference profile over the checkpoint's vans.yaml: paper or official (the VANS authors' "
+    "released inference; docs/official.md). Default: vans.yaml as it is."
+)

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from vans.cli.apps import SEEDS
+from vans.cli.apps import PROFILE_HELP, SEEDS
 from vans.cli.loading import parse_dtype, quiet_model_libraries
 from vans.errors import VansError
 from vans.progress import progress_bar
@@ -52,6 +52,7 @@ def eval_command(
     ] = 0,
     device: Annotated[str, typer.Option(help="cpu, cuda, cuda:1, ...")] = "cpu",
     dtype: Annotated[str, typer.Option(help="float32, or bfloat16 on a GPU.")] = "float32",
+    profile: Annotated[str | None, typer.Option(help=PROFILE_HELP)] = None,
 ) -> None:
     """Evaluate a checkpoint (or saved predictions) on a manifest; resumable. Toy-world
     samples are also checked against their ground truth (objects, event, where the movers
@@ -73,6 +74,12 @@ def eval_command(
 
     if (checkpoint is None) == (predictions is None):
         raise VansError("give exactly one of --checkpoint and --predictions")
+    if profile is not None:
+        if checkpoint is None:
+            raise VansError("--profile applies to --checkpoint (saved predictions are answered)")
+        from vans.models.profiles import check_profile
+
+        check_profile(profile)
     if limit is not None and limit < 1:
         raise VansError(f"--limit must be >= 1, got {limit}")
     device = str(resolve_device(device))
@@ -102,12 +109,15 @@ def eval_command(
         embedder=str(embedder.resolve()) if embedder is not None else None,
         i3d=str(i3d.resolve()) if i3d is not None else None,
         seed=seed,
+        profile=profile,
     )
     if checkpoint is not None:
         quiet_model_libraries()
         from vans.models.pipeline import VANSPipeline
 
-        pipe = VANSPipeline.from_checkpoint(checkpoint, device=device, dtype=parse_dtype(dtype))
+        pipe = VANSPipeline.from_checkpoint(
+            checkpoint, device=device, dtype=parse_dtype(dtype), profile=profile
+        )
         wants_video = any(m in ("fvd", "clip_v", "clip_t") for m in chosen_metrics)
         wants_video |= any(is_toy_sample(s.extra) for s in samples)  # for the truth checks
         predictor = PipelinePredictor(pipe, seed=seed, videos=wants_video)

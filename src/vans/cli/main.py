@@ -26,6 +26,11 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "demo": ("vans.cli.demo", "demo", "Answer fresh toy-world videos with the trained model."),
     "init-tiny": ("vans.cli.predict", "init_tiny", "Write a tiny random VANS checkpoint."),
     "predict": ("vans.cli.predict", "predict", "Predict what happens next, as a video."),
+    "convert-official": (
+        "vans.cli.convert",
+        "convert_official",
+        "The VANS authors' released weights as a VANS checkpoint.",
+    ),
     "eval": ("vans.cli.eval", "eval_command", "Score a checkpoint or saved answers."),
     "qa": ("vans.cli.qa", "qa_app", "Video QA (VideoP2R): data files, rewards, evaluation."),
 }

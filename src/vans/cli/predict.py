@@ -11,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from vans.cli.apps import SEEDS
+from vans.cli.apps import PROFILE_HELP, SEEDS
 from vans.cli.loading import parse_dtype, quiet_model_libraries
 from vans.devices import resolve_device
 from vans.io import write_json
@@ -58,25 +58,37 @@ def predict(
     dtype: Annotated[
         str, typer.Option(help="float32, or bfloat16 on a GPU (the VAE stays float32).")
     ] = "float32",
+    profile: Annotated[str | None, typer.Option(help=PROFILE_HELP)] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace whatever --out holds.")] = False,
 ) -> None:
     """Predict what happens next: reasoning, a caption and a video per question."""
     quiet_model_libraries()
     from vans.data.video import write_mp4
     from vans.models.pipeline import VANSPipeline, check_questions, load_input
+    from vans.models.profiles import check_profile
 
     questions = check_questions(question)
     resolve_device(device)  # before --out is made: a typo must not leave a folder behind
+    if profile is not None:
+        check_profile(profile)
     claim_output(
         out,
         "predict",
-        {"checkpoint": checkpoint, "video": video, "image": image, "questions": questions},
+        {
+            "checkpoint": checkpoint,
+            "video": video,
+            "image": image,
+            "questions": questions,
+            "profile": profile,
+        },
         resumable=False,
         overwrite=overwrite,
     )
     timings = Timings()
     with timings.stage("load"):
-        pipe = VANSPipeline.from_checkpoint(checkpoint, device=device, dtype=parse_dtype(dtype))
+        pipe = VANSPipeline.from_checkpoint(
+            checkpoint, device=device, dtype=parse_dtype(dtype), profile=profile
+        )
     with timings.stage("decode"):
         clip = load_input(pipe.settings, video=video, image=image)
     progress = progress_bar(console)
@@ -109,6 +121,7 @@ def predict(
         "checkpoint": str(checkpoint),
         "input": str(video if video is not None else image),
         "seed": seed,
+        "profile": profile,
         "answers": records,
         "settings": asdict(pipe.settings),
         "timings_s": {k: round(v, 4) for k, v in timings.items()},

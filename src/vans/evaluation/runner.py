@@ -209,6 +209,8 @@ class EvalSettings:
     embedder: str | None = None
     i3d: str | None = None
     seed: int = 0
+    profile: str | None = None
+    """The inference profile over the checkpoint's vans.yaml (`vans.models.profiles`)."""
 
 
 @dataclass

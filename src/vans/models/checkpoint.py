@@ -38,7 +38,14 @@ class VANSSettings(RenderSettings):
     takes) and the rest of the pipeline's."""
 
     vlm_fps: float = 1.0
-    """Frame rate at which the reasoner watches the input video."""
+    """Frame rate at which the reasoner watches the input video (and, with `vlm_frames`,
+    only the time scale of its mRoPE)."""
+    vlm_frames: int | None = None
+    """Watch exactly this many uniformly spaced frames of the input instead of `vlm_fps`
+    (the authors' code: 6, whatever the clip's length). None: `vlm_fps`."""
+    system_prompt: str | None = None
+    """The reasoner's system prompt; None: the one its vlm/ directory records (the paper's,
+    `prompting.SYSTEM_PROMPT`, for a VANS checkpoint)."""
     output_fps: float = 8.0
     """Frame rate the answer video is written at: 33 frames span ~4 s, like the paper's
     target clips (3.76 s on average)."""
@@ -73,12 +80,19 @@ class VANSSettings(RenderSettings):
 
     def problems(self) -> list[str]:
         """What in these settings cannot run, by field (a hand-edited vans.yaml)."""
-        problems = []
+        problems = super().problems()
         counts = ("num_frames", "height", "width", "steps", "reference_video_frames")
         for name in counts:
             value = getattr(self, name)
             if not _is_int(value) or value < 1:
                 problems.append(f"{name} must be a whole number >= 1, got {value!r}")
+        if self.vlm_frames is not None and not (_is_int(self.vlm_frames) and self.vlm_frames >= 2):
+            # Qwen2.5-VL patches 2 frames at a time.
+            problems.append(
+                f"vlm_frames must be null or a whole number >= 2, got {self.vlm_frames!r}"
+            )
+        if self.system_prompt is not None and not isinstance(self.system_prompt, str):
+            problems.append(f"system_prompt must be null or text, got {self.system_prompt!r}")
         for name in ("vlm_fps", "output_fps", "flow_shift"):
             value = getattr(self, name)
             if not (_is_number(value) and math.isfinite(value) and value > 0):

@@ -12,7 +12,9 @@ touching the loop:
 
 - `scheduler_step(scheduler)`: the diffusers scheduler's own `step` (flow-matching Euler,
   UniPC, ...). The default; it is what diffusers' `WanPipeline` does.
-- `euler_step`: the plain ODE Euler step `x + (sigma_next - sigma) * v`.
+- `euler_step`: the plain ODE Euler step `x + (sigma_next - sigma) * v`, on any
+  `Schedule`, e.g. `diffsynth_schedule`: the grid of DiffSynth-Studio's Wan pipeline, which
+  the VANS authors' inference samples on (docs/official.md).
 - `sde_step(noise_level, generator)`: Flow-GRPO's SDE step (arXiv 2505.05470,
   docs/paper_facts.md#flow-grpo-sde-step),
   the stochastic sampler whose every step has a Gaussian log-probability, which is what
@@ -86,6 +88,31 @@ def set_schedule(scheduler: Any, steps: int, device: torch.device | str | None =
             f"{len(timesteps)} timesteps, got {len(sigmas)}; is it a flow-matching scheduler?"
         )
     return Schedule(timesteps=timesteps, sigmas=sigmas)
+
+
+def diffsynth_schedule(
+    steps: int, shift: float, *, timestep_dtype: torch.dtype | None = None
+) -> Schedule:
+    """DiffSynth-Studio's Wan schedule (`FlowMatchScheduler(shift, sigma_min=0,
+    extra_one_step=True)`), on which the VANS authors sample with Euler steps:
+    s = linspace(1, 0, steps + 1)[:-1], sigma = shift * s / (1 + (shift - 1) * s), then a
+    terminal 0; timesteps 1000 * sigma. With 50 steps and shift 5 the last non-zero sigma is
+    0.093, so the final Euler step jumps from there to clean latents.
+
+    `timestep_dtype` rounds the timesteps the transformer is given (their bf16 pipeline
+    casts each one to bfloat16 before the embedding; near t = 1000 neighbouring timesteps
+    are ~4 apart, bfloat16's spacing there); the sigmas of the steps stay float32, as theirs.
+    """
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
+    if not shift > 0:
+        raise ValueError(f"shift must be > 0, got {shift}")
+    s = torch.linspace(1, 0, steps + 1, dtype=torch.float32)[:-1]
+    sigmas = shift * s / (1 + (shift - 1) * s)
+    timesteps = sigmas * 1000
+    if timestep_dtype is not None:
+        timesteps = timesteps.to(timestep_dtype).float()
+    return Schedule(timesteps=timesteps, sigmas=torch.cat([sigmas, sigmas.new_zeros(1)]))
 
 
 class FlowStep(Protocol):

@@ -22,6 +22,7 @@ from PIL import Image, UnidentifiedImageError
 from vans.data.video import read_video
 from vans.errors import VansError
 from vans.models.checkpoint import VANSSettings, load_checkpoint
+from vans.models.profiles import apply_profile
 from vans.models.vdm import Renderer
 from vans.models.video_processing import MAX_ASPECT_RATIO
 from vans.models.vlm import Reasoner
@@ -49,7 +50,8 @@ class Answer:
 
 @dataclass
 class InputClip:
-    """The input seen two ways: by the reasoner (at its fps) and by the renderer's VAE."""
+    """The input seen two ways: by the reasoner (at its fps, or its number of frames) and by
+    the renderer's VAE."""
 
     vlm_frames: torch.Tensor
     vdm_frames: torch.Tensor
@@ -70,7 +72,7 @@ def load_input(
     if video is not None:
         window = {"start": start, "end": end}
         clip = InputClip(
-            vlm_frames=read_video(video, fps=settings.vlm_fps, **window).frames,
+            vlm_frames=read_video(video, **reasoner_sampling(settings), **window).frames,
             vdm_frames=read_video(
                 video, num_frames=settings.reference_video_frames, **window
             ).frames,
@@ -91,6 +93,13 @@ def load_input(
         vlm_frames=frame.expand(2, -1, -1, -1).contiguous(),
         vdm_frames=frame.expand(settings.reference_video_frames, -1, -1, -1).contiguous(),
     )
+
+
+def reasoner_sampling(settings: VANSSettings) -> dict[str, float | int]:
+    """How the reasoner's frames are read (`read_video`'s fps or num_frames)."""
+    if settings.vlm_frames is not None:
+        return {"num_frames": settings.vlm_frames}
+    return {"fps": settings.vlm_fps}
 
 
 def _check_shape(path: str | Path, frames: torch.Tensor) -> None:
@@ -123,12 +132,26 @@ class VANSPipeline:
         self.reasoner = reasoner
         self.renderer = renderer
         self.settings = settings
+        # How the reasoner watches is the settings' (a profile may change them after loading).
+        reasoner.fps = float(settings.vlm_fps)
+        if settings.system_prompt is not None:
+            reasoner.system_prompt = settings.system_prompt
 
     @classmethod
     def from_checkpoint(
-        cls, path: str | Path, *, device: str = "cpu", dtype: torch.dtype = torch.float32
+        cls,
+        path: str | Path,
+        *,
+        device: str = "cpu",
+        dtype: torch.dtype = torch.float32,
+        profile: str | None = None,
     ) -> VANSPipeline:
-        return cls(*load_checkpoint(path, device=device, dtype=dtype))
+        """The checkpoint's models and settings; `profile` (`vans.models.profiles`) replaces
+        how it answers."""
+        reasoner, renderer, settings = load_checkpoint(path, device=device, dtype=dtype)
+        if profile is not None:
+            settings = apply_profile(settings, profile)
+        return cls(reasoner, renderer, settings)
 
     def __call__(
         self,

@@ -23,7 +23,8 @@ from __future__ import annotations
 
 import html
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -41,7 +42,14 @@ from transformers import AutoTokenizer, UMT5Config, UMT5EncoderModel
 from vans.data.video import resize_center_crop
 from vans.errors import one_line
 from vans.models.errors import LOAD_ERRORS, CheckpointError
-from vans.models.flow_matching import FlowStep, Schedule, scheduler_step, set_schedule
+from vans.models.flow_matching import (
+    FlowStep,
+    Schedule,
+    diffsynth_schedule,
+    euler_step,
+    scheduler_step,
+    set_schedule,
+)
 from vans.timing import Timings, maybe_stage
 
 try:  # WanPipeline cleans prompts with ftfy when it is installed; so do we.
@@ -64,6 +72,23 @@ WAN_NEGATIVE_PROMPT = (
 """The negative prompt of the original Wan2.1 code (`sample_neg_prompt`). `render` defaults
 to the empty negative prompt, like diffusers' WanPipeline; pass this one to match Wan's
 own sampling script."""
+
+WAN_NEGATIVE_PROMPT_EN = (
+    "vivid colors, overexposed, static, blurry details, subtitles, style, artwork, painting, "
+    "frame, stationary, overall grayish, worst quality, low quality, JPEG compression "
+    "artifacts, ugly, incomplete, extra fingers, poorly drawn hands, poorly drawn face, "
+    "deformed, disfigured, malformed limbs, fused fingers, stationary frame, cluttered "
+    "background, three legs, crowded background people, walking backwards"
+)
+"""The English version of `WAN_NEGATIVE_PROMPT`, as the VANS authors' inference passes it."""
+
+SAMPLERS = ("scheduler", "euler")
+"""`RenderSettings.sampler` values."""
+TIMESTEP_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16}
+"""`RenderSettings.timestep_dtype` values (None: float32)."""
+VAE_TILE = {"height": 240, "width": 416, "stride_height": 120, "stride_width": 208}
+"""Pixel tiles of `vae_tiling`: DiffSynth's Wan defaults (latent tiles 30x52, stride 15x26,
+times the VAE's 8), so a tiled 352x640 video is cut where the authors' is."""
 
 DEFAULT_NUM_REFERENCE_FRAMES = 6
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".safetensors.index.json", ".bin.index.json")
@@ -88,6 +113,34 @@ class RenderSettings:
     """Classifier-free guidance scale (<= 1: off, one transformer call per step)."""
     negative_prompt: str = ""
     """The unconditional prompt of CFG (empty, as diffusers' WanPipeline defaults to)."""
+    sampler: str = "scheduler"
+    """"scheduler": the checkpoint's diffusers scheduler and its own step (UniPC for Wan2.1),
+    at the checkpoint's shift; "euler": Euler steps on DiffSynth's Wan grid at the same shift
+    (`flow_matching.diffsynth_schedule`; the VANS authors' inference)."""
+    timestep_dtype: str | None = None
+    """"bfloat16" rounds the timestep the DiT is given, as the authors' bf16 pipeline does;
+    None keeps it float32."""
+    vae_tiling: bool = False
+    """Encode and decode in overlapping spatial tiles (`VAE_TILE`; the authors' inference
+    tiles): less memory at 352x640, slightly different pixels where tiles blend."""
+
+    def problems(self) -> list[str]:
+        """What in these settings the sampler cannot run, by field."""
+        problems = []
+        if self.sampler not in SAMPLERS:
+            problems.append(f"sampler must be one of {list(SAMPLERS)}, got {self.sampler!r}")
+        if self.timestep_dtype is not None:
+            if self.timestep_dtype not in TIMESTEP_DTYPES:
+                problems.append(
+                    f"timestep_dtype must be null or one of {list(TIMESTEP_DTYPES)}, "
+                    f"got {self.timestep_dtype!r}"
+                )
+            elif self.sampler != "euler":
+                # A diffusers scheduler finds its step by the timestep it made.
+                problems.append("timestep_dtype needs sampler: euler")
+        if not isinstance(self.vae_tiling, bool):
+            problems.append(f"vae_tiling must be true or false, got {self.vae_tiling!r}")
+        return problems
 
 
 @dataclass(frozen=True)
@@ -406,7 +459,7 @@ class Renderer:
                 f"{path}: missing {', '.join(s + '/' for s in missing)}; {EXPECTED_LAYOUT}"
             )
         for name in ("transformer", "vae", "text_encoder"):
-            _check_weights(path / name)
+            check_weights(path / name)
         if not any((path / "tokenizer" / f).is_file() for f in ("tokenizer.json", "spiece.model")):
             raise CheckpointError(
                 f"{path / 'tokenizer'}: no tokenizer.json or spiece.model; {EXPECTED_LAYOUT}"
@@ -647,20 +700,21 @@ class Renderer:
         prompt_embeds: torch.Tensor,
         negative_embeds: torch.Tensor | None,
         *,
-        steps: int,
-        guidance_scale: float,
+        settings: RenderSettings,
         reference: torch.Tensor | None = None,
         step: FlowStep | None = None,
         progress: Callable[[int, int], None] | None = None,
     ) -> torch.Tensor:
-        """The denoising loop, from pure noise `latents` to clean latents.
+        """The denoising loop, from pure noise `latents` to clean latents, with the steps,
+        guidance and sampler of `settings`.
 
-        Each step calls `predict_velocity` then `step` (default: the scheduler's own step;
-        see `vans.models.flow_matching` for others). `progress(done, total)` is called after
-        every step. Runs under the caller's grad mode.
+        Each step calls `predict_velocity` then `step` (default: the sampler's, see
+        `sampling_schedule`; `vans.models.flow_matching` has others). `progress(done,
+        total)` is called after every step. Runs under the caller's grad mode.
         """
-        schedule: Schedule = set_schedule(self.scheduler, steps, device=latents.device)
-        step = step or scheduler_step(self.scheduler)
+        schedule, default_step = self.sampling_schedule(settings, latents.device)
+        step = step or default_step
+        guidance_scale = settings.guidance_scale
         total = len(schedule)
         for i, t in enumerate(schedule.timesteps):
             v = self.predict_velocity(
@@ -670,6 +724,40 @@ class Renderer:
             if progress is not None:
                 progress(i + 1, total)
         return latents
+
+    def sampling_schedule(
+        self, settings: RenderSettings, device: torch.device | str | None = None
+    ) -> tuple[Schedule, FlowStep]:
+        """The schedule of `settings.steps` steps and the step that walks it: the
+        checkpoint scheduler's own, or Euler on DiffSynth's grid at the scheduler's shift."""
+        if settings.sampler == "scheduler":
+            schedule = set_schedule(self.scheduler, settings.steps, device=device)
+            return schedule, scheduler_step(self.scheduler)
+        config = self.scheduler.config
+        shift = config.get("flow_shift") or config.get("shift") or 1.0
+        dtype = (
+            None if settings.timestep_dtype is None else TIMESTEP_DTYPES[settings.timestep_dtype]
+        )
+        schedule = diffsynth_schedule(settings.steps, shift, timestep_dtype=dtype)
+        return Schedule(schedule.timesteps.to(device), schedule.sigmas.to(device)), euler_step
+
+    @contextmanager
+    def vae_tiles(self, enabled: bool) -> Iterator[None]:
+        """Within: the VAE encodes and decodes in `VAE_TILE` tiles if `enabled`."""
+        vae, before = self.vae, self.vae.use_tiling
+        if enabled:
+            vae.enable_tiling(
+                VAE_TILE["height"],
+                VAE_TILE["width"],
+                VAE_TILE["stride_height"],
+                VAE_TILE["stride_width"],
+            )
+        else:
+            vae.use_tiling = False
+        try:
+            yield
+        finally:
+            vae.use_tiling = before
 
     def encode_conditioning(
         self,
@@ -710,7 +798,7 @@ class Renderer:
             if settings.guidance_scale > 1.0:
                 with maybe_stage(timings, "text_encode"):
                     negative_embeds = self.encode_prompts([settings.negative_prompt])
-            with maybe_stage(timings, "vae_encode"):
+            with maybe_stage(timings, "vae_encode"), self.vae_tiles(settings.vae_tiling):
                 reference = self.prepare_reference(
                     reference_frames, settings.num_reference_frames, settings.height, settings.width
                 )
@@ -747,6 +835,9 @@ class Renderer:
             raise ValueError(f"num_reference_frames must be >= 0, got {s.num_reference_frames}")
         if s.steps < 1:
             raise ValueError(f"steps must be >= 1, got {s.steps}")
+        problems = RenderSettings.problems(s)
+        if problems:
+            raise ValueError("; ".join(problems))
 
     def __call__(
         self,
@@ -817,8 +908,7 @@ class Renderer:
                     latents[start : start + chunk],
                     prompt_embeds,
                     negative_embeds,
-                    steps=s.steps,
-                    guidance_scale=s.guidance_scale,
+                    settings=s,
                     reference=reference,
                     step=step,
                     progress=progress,
@@ -829,6 +919,7 @@ class Renderer:
             else:
                 with (
                     maybe_stage(timings, "vae_decode"),
+                    self.vae_tiles(s.vae_tiling),
                     torch.no_grad(),
                     torch.autocast(self.device.type, enabled=False),
                 ):
@@ -847,7 +938,7 @@ class Renderer:
         return self(captions, output_type="latent", **kwargs)
 
 
-def _check_weights(folder: Path) -> None:
+def check_weights(folder: Path) -> None:
     if not (folder / "config.json").is_file():
         raise CheckpointError(f"{folder}: no config.json; {EXPECTED_LAYOUT}")
     if not any(f.name.endswith(_WEIGHT_SUFFIXES) for f in folder.iterdir()):

@@ -357,7 +357,7 @@ class Reasoner:
         the defaults. Raises CheckpointError if a part is missing or unreadable.
         """
         path = Path(path)
-        _check_model_dir(path)
+        check_model_dir(path)
         try:
             config = AutoConfig.from_pretrained(path, local_files_only=True)
         except (OSError, ValueError, TypeError, KeyError) as exc:
@@ -886,7 +886,7 @@ def _special_token_ids(tokenizer: PreTrainedTokenizerBase) -> tuple[dict[str, in
     return text, top
 
 
-def _check_model_dir(path: Path) -> None:
+def check_model_dir(path: Path) -> None:
     if not path.exists():
         raise CheckpointError(f"{path}: no such model directory")
     if not path.is_dir():
