@@ -27,6 +27,7 @@ STAGES = {
     "base_reasoner": BaseReasonerConfig,
     "base_reasoner_more": BaseReasonerConfig,
     "base_renderer_vae": VAEConfig,
+    "base_renderer_vae_long": VAEConfig,
     "base_renderer_t2v": SFTVDMConfig,
     "sft_cot": SFTCoTConfig,
     "pa_grpo": PAGRPOConfig,

@@ -1,9 +1,10 @@
 """`vans convert-official`: tiny models exported in the authors' key formats convert back
 to our checkpoint with outputs identical to the originals, and bad files get one clear line.
 
-The exports below are written from what the authors' formats are (SPEC §8), not from the
-converter: original Wan2.1 names for the DiT, a peft LoRA under `pipe.mllm.mllm_backbone.`
-in the old transformers layout for the reasoner.
+The exports below are written from what the authors' formats are
+(docs/paper_facts.md#the-authors-inference-code), not from the converter: original Wan2.1
+names for the DiT, a peft LoRA under `pipe.mllm.mllm_backbone.` in the old transformers
+layout for the reasoner.
 """
 
 from __future__ import annotations

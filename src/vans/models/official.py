@@ -1,6 +1,7 @@
 """The VANS authors' released weights (KlingAIResearch/VANS) in our checkpoint layout.
 
-Their two files (SPEC §8; docs/official.md#converting-the-authors-weights):
+Their two files (docs/paper_facts.md#the-authors-inference-code;
+docs/official.md#converting-the-authors-weights):
 
 - `vdm.safetensors`: the fine-tuned Wan2.1-T2V-1.3B DiT in the original Wan / DiffSynth key
   names (`blocks.0.self_attn.q.weight`, `head.head.weight`, ...). DiffSynth exports only the
@@ -57,7 +58,8 @@ language-model layer's attention and MLP and the vision tower's MLP (its attenti
 LORA_ALPHA = 32
 LORA_DROPOUT = 0.05
 """The authors' LoRA alpha and dropout: a LoRA file holds only the matrices (r is their
-shape), so these come from their code (SPEC §8) unless given."""
+shape), so these come from their code (docs/paper_facts.md#the-authors-inference-code)
+unless given."""
 
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
 REPORT_FILE = "conversion.json"

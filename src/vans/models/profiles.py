@@ -2,8 +2,9 @@
 (frames the reasoner watches, its sampling and system prompt, the sampler, the negative
 prompt), never what the checkpoint is (its size, frames, reference count stay its own).
 
-- "paper": the VANS paper's protocol as this project runs it (docs/paper_facts.md#inference-
-  settings); the defaults of `VANSSettings` for the fields "official" sets.
+- "paper": the VANS paper's protocol as this project runs it
+  (docs/paper_facts.md#inference-settings); the defaults of `VANSSettings` for the fields
+  "official" sets.
 - "official": the VANS authors' released inference (KlingAIResearch/VANS, read 2026-12;
   docs/official.md), so that their weights give their answers.
 
