@@ -32,6 +32,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "The VANS authors' released weights as a VANS checkpoint.",
     ),
     "eval": ("vans.cli.eval", "eval_command", "Score a checkpoint or saved answers."),
+    "serve": ("vans.cli.serve", "serve", "The web demo: upload a video, ask, watch the answers."),
     "qa": ("vans.cli.qa", "qa_app", "Video QA (VideoP2R): data files, rewards, evaluation."),
 }
 """Each command: the module and name of its Typer app or function, and its line in `vans

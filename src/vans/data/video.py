@@ -182,9 +182,8 @@ def _evenly(
 
     times, _, t_end = _decode_window(path, lo, hi, hold)
     if len(times) < num_frames:
-        raise VideoError(
-            path, f"{window} has only {len(times)} frames but {num_frames} were requested"
-        )
+        found = f"{len(times)} frame" + ("" if len(times) == 1 else "s")
+        raise VideoError(path, f"{window} has only {found} but {num_frames} were requested")
     indices = np.rint(np.linspace(0, len(times) - 1, num_frames)).astype(int).tolist()
     rate = num_frames / (t_end - times[0])
     if len(held) == len(times):
