@@ -17,7 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from vans.videoqa.judge import ChatEndpoint, JudgeConfig, PerceptionJudge
+from vans.chat import ChatEndpoint
+from vans.videoqa.judge import JudgeConfig, PerceptionJudge
 from vans.videoqa.rows import QARow
 
 SERVER = Path(__file__).resolve().parents[1] / "tests" / "chat_server.py"

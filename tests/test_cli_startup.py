@@ -54,6 +54,7 @@ def qa_file(tmp_path_factory: pytest.TempPathFactory) -> str:
         ["--help"],
         ["data", "--help"],
         ["data", "validate", "{m}"],
+        ["data", "build", "--help"],
         ["data"],
         ["qa", "validate", "{q}"],
     ],

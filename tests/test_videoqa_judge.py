@@ -13,16 +13,9 @@ import torch
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
 from chat_server import Behaviour, chat_server
+from vans.chat import BackendError, ChatEndpoint, LocalCausalLM
 from vans.models.tiny import train_reasoner_tokenizer
-from vans.videoqa.judge import (
-    ChatEndpoint,
-    JudgeConfig,
-    JudgeError,
-    JudgeRequest,
-    LocalCausalLM,
-    PerceptionJudge,
-    judge_messages,
-)
+from vans.videoqa.judge import JudgeConfig, JudgeRequest, PerceptionJudge, judge_messages
 from vans.videoqa.rows import QARow
 
 OPTIONS = ("A. two cups", "B. three cups", "C. four cups")
@@ -132,13 +125,13 @@ def test_an_observation_that_states_the_answer_is_flagged() -> None:
 
 
 def test_bad_settings_are_named(tmp_path) -> None:
-    with pytest.raises(JudgeError, match="judge url must be"):
+    with pytest.raises(BackendError, match="chat url must be"):
         ChatEndpoint("localhost:8000", model="m")
-    with pytest.raises(JudgeError, match="not a model directory"):
+    with pytest.raises(BackendError, match="not a model directory"):
         LocalCausalLM(tmp_path)
     bad = tmp_path / "cache.db"
     bad.write_bytes(b"this is not sqlite" * 100)
-    with pytest.raises(JudgeError, match="not a judge cache"):
+    with pytest.raises(BackendError, match="not a reply cache"):
         PerceptionJudge(endpoint("http://127.0.0.1:1/v1"), JudgeConfig(cache=str(bad))).rewards(
             [ROW], [RIGHT]
         )

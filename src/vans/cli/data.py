@@ -131,3 +131,121 @@ def preview(
 
     page = write_preview(samples, out, max_samples=max_samples)
     console.print(f"preview: {page}", markup=False, highlight=False, soft_wrap=True)
+
+
+@data_app.command()
+def build(
+    annotations: Annotated[
+        Path,
+        typer.Option(help="The annotation file (COIN / YouCook2 / ActivityNet JSON, pairs TSV)."),
+    ],
+    fmt: Annotated[str, typer.Option("--format", help="coin, youcook2, activitynet or pairs.")],
+    videos: Annotated[Path, typer.Option(help="Folder of the videos (searched recursively).")],
+    out: Annotated[Path, typer.Option(help="Output folder (manifest.jsonl, report.json, clips/).")],
+    captioner: Annotated[
+        str,
+        typer.Option(help="offline, local:DIR (Qwen2.5-VL) or http(s)://host:port/v1#model."),
+    ] = "offline",
+    writer: Annotated[
+        str, typer.Option(help="offline, local:DIR (a causal LM) or http(s)://host:port/v1#model.")
+    ] = "offline",
+    truth: Annotated[
+        Path | None,
+        typer.Option(help="Ground-truth captions for the offline captioner (toy videos)."),
+    ] = None,
+    prompts: Annotated[
+        Path | None, typer.Option(help="Folder of prompt files replacing ours by name.")
+    ] = None,
+    source: Annotated[
+        str | None, typer.Option(help="The manifest's source (default: --format).")
+    ] = None,
+    clip_fps: Annotated[
+        float, typer.Option(help="Clips are resampled to at most this rate.")
+    ] = 16.0,
+    min_seconds: Annotated[float, typer.Option(help="Shorter steps are not cut.")] = 1.0,
+    max_skipped: Annotated[int, typer.Option(help="Unusable steps a pair may jump over.")] = 1,
+    concurrency: Annotated[int, typer.Option(min=1, help="HTTP requests in flight.")] = 16,
+    timeout: Annotated[float, typer.Option(help="Seconds per HTTP request.")] = 120.0,
+    retries: Annotated[int, typer.Option(min=0, help="Retries of a failed HTTP request.")] = 3,
+    api_key_env: Annotated[
+        str, typer.Option(help="Environment variable holding the HTTP key.")
+    ] = "OPENAI_API_KEY",
+    overwrite: Annotated[bool, typer.Option(help="Replace whatever --out holds.")] = False,
+) -> None:
+    """Build a VNEP manifest from annotated videos: cut, caption, pair, write, check leaks;
+    resumable (a rerun calls nothing it has done)."""
+    from vans.vansdata.annotations import FORMATS
+
+    if fmt not in FORMATS:
+        raise VansError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
+    settings = {
+        "annotations": annotations.resolve(),
+        "format": fmt,
+        "videos": videos.resolve(),
+        "source": source,
+        "clip_fps": clip_fps,
+        "min_seconds": min_seconds,
+        "max_skipped": max_skipped,
+    }
+    resumed = claim_output(out, "data build", settings, resumable=True, overwrite=overwrite)
+    # PyAV, torch and httpx: only when building
+    from vans.vansdata.backends import build_backend
+    from vans.vansdata.build import BuildSettings
+    from vans.vansdata.build import build as run_build
+    from vans.vansdata.prompts import Prompts
+    from vans.vansdata.report import summary_lines
+
+    options = dict(
+        truth=truth,
+        concurrency=concurrency,
+        timeout_s=timeout,
+        retries=retries,
+        api_key_env=api_key_env or None,
+    )
+    backends = {
+        role: build_backend(spec, role, **options)
+        for role, spec in (("captioner", captioner), ("writer", writer))
+    }
+    config = BuildSettings(
+        annotations,
+        fmt,
+        videos,
+        source=source,
+        clip_fps=clip_fps,  # type: ignore[arg-type]
+        min_seconds=min_seconds,
+        max_skipped=max_skipped,
+    )
+    if resumed:
+        console.print(f"resuming {out}", markup=False, highlight=False)
+    progress = progress_bar(console)
+    tasks: dict[str, int] = {}
+
+    def tick(phase: str, total: int | None, advance: int) -> None:
+        if phase not in tasks:
+            tasks[phase] = progress.add_task(phase, total=total or 0)
+        elif total is not None:
+            progress.update(tasks[phase], total=total)
+        progress.advance(tasks[phase], advance)
+
+    with progress:
+        report = run_build(
+            config, out, backends["captioner"], backends["writer"], Prompts(prompts), tick
+        )
+    for line in summary_lines(report):
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
+    console.print(
+        f"wrote {out / 'manifest.jsonl'} and {out / 'report.json'}",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
+    failed = sum(calls["failed"] for calls in report["calls"].values())
+    if failed:
+        # the manifest lacks what those calls would have given: say so in the exit code
+        err_console.print(
+            f"{failed} model calls failed: run the same command again to retry "
+            "them (nothing done is repeated)",
+            markup=False,
+            highlight=False,
+        )
+        raise typer.Exit(1)

@@ -20,7 +20,7 @@ from vans.cli.apps import command_group
 from vans.errors import VansError
 
 COMMANDS: dict[str, tuple[str, str, str]] = {
-    "data": ("vans.cli.data", "data_app", "Data sets: validate manifests, generate the toy world."),
+    "data": ("vans.cli.data", "data_app", "Data sets: validate, toy world, build from videos."),
     "train": ("vans.cli.train", "train_app", "Train a stage from a YAML config."),
     "reproduce": ("vans.cli.reproduce", "reproduce_app", "The toy-world recipes."),
     "demo": ("vans.cli.demo", "demo", "Answer fresh toy-world videos with the trained model."),
