@@ -8,9 +8,10 @@ tests and benchmarks: `POST /v1/chat/completions` answers
 - a VANS-Data writing, leak-check or rewrite request from the captions in its prompt.
 
 Behaviours for faults: a delay per request, replies slower than any timeout, garbage (not a
-completion), a completion whose text is not what was asked, failing with 503 or 429 the
-first N times, a required bearer key, a writer whose reasoning leaks the next clip, and (in
-a process of its own, `--die-after N`) dying on request N + 1 as a killed server does."""
+completion), a completion whose text is not what was asked, failing with 503, 429 or 4xx
+the first N times or on given requests, a required bearer key, a writer whose reasoning
+leaks the next clip, and (in a process of its own, `--die-after N`) dying on request N + 1
+as a killed server does."""
 
 from __future__ import annotations
 
@@ -34,6 +35,8 @@ class Behaviour:
     fail_first: int = 0
     """Answer `fail_status` to this many requests before answering normally."""
     fail_status: int = 503
+    fail_on: tuple[int, ...] = ()
+    """Answer `fail_status` to these requests (numbered from 1 in arrival order)."""
     content: str | None = None
     """Every completion's text, whatever was asked (a model that ignores the format)."""
     leaky: bool = False
@@ -120,7 +123,7 @@ def _handler(behaviour: Behaviour) -> type[BaseHTTPRequestHandler]:
                     return self._send(404, b'{"error": "no such route"}')
                 if behaviour.die_after is not None and number > behaviour.die_after:
                     os._exit(1)  # as a SIGKILL leaves it: no reply, connections dropped
-                if number <= behaviour.fail_first:
+                if number <= behaviour.fail_first or number in behaviour.fail_on:
                     return self._send(behaviour.fail_status, b'{"error": "overloaded"}')
                 if behaviour.garbage:
                     return self._send(200, b"<html>not a completion</html>")

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from chat_server import Behaviour, chat_server
-from vans.chat import ChatEndpoint
+from vans.chat import BackendError, ChatEndpoint
 from vans.data.manifest import validate_manifest
 from vans.data.toyworld.long import LongVideos, write_long_videos
 from vans.vansdata.backends import OfflineBackend
@@ -86,14 +86,74 @@ def test_timeouts_are_listed_and_a_rerun_finishes_the_job(toy, tmp_path, port) -
     assert backend.failures == ["timeout"] * 8
     assert report["calls"]["captioner"] == {"cache_hits": 0, "calls": 8, "failed": 8}
     assert [r["reason"] for r in report["rejections"]] == [
-        "the captioner's call failed (a rerun retries it)"
+        "the captioner's call failed: timeout (a rerun retries it)"
     ] * 8
-    assert report["counts"]["samples"] == 0
+    # calls failed: what the run has is a partial manifest, and says so
+    assert report["counts"]["samples"] == 0 and report["complete"] is False
+    assert (tmp_path / "out" / "manifest.partial.jsonl").exists()
+    assert not (tmp_path / "out" / "manifest.jsonl").exists()
     with chat_server(port=port) as (_, server):
-        run_build(toy, tmp_path / "out", endpoint(port))
-        assert server.requests == REQUESTS
+        again = run_build(toy, tmp_path / "out", endpoint(port))
+        assert server.requests == REQUESTS and again["complete"] is True
     whole = (tmp_path / "whole" / "manifest.jsonl").read_bytes()
     assert (tmp_path / "out" / "manifest.jsonl").read_bytes() == whole
+    assert not (tmp_path / "out" / "manifest.partial.jsonl").exists()
+
+
+def test_a_failed_caption_breaks_the_chain_until_the_rerun(toy, tmp_path, port) -> None:
+    """A step whose caption call failed is unknown, not unusable: the first run must not
+    pair over it (0->2 jumping step 1), which a complete run would never write."""
+    with chat_server(port=port):
+        run_build(toy, tmp_path / "whole", endpoint(port))
+    whole = validate_manifest(tmp_path / "whole" / "manifest.jsonl").samples
+    # one at a time: request 2 is video 0's step 1
+    with chat_server(Behaviour(fail_on=(2,)), port=port):
+        first = run_build(toy, tmp_path / "out", endpoint(port, retries=0, concurrency=1))
+    assert first["calls"]["captioner"]["failed"] == 1
+    partial = validate_manifest(tmp_path / "out" / "manifest.partial.jsonl").samples
+    assert {s.id for s in partial} < {s.id for s in whole}
+    assert [s.extra["steps"] for s in partial if s.extra["videos"][0] == "toytower0-000"] == [
+        [2, 3]
+    ]
+    reason = "step 1's caption call failed (a rerun pairs it)"
+    assert {"step": "pair", "item": "video toytower0-000 steps 0->1", "reason": reason} in first[
+        "rejections"
+    ]
+    with chat_server(port=port):
+        run_build(toy, tmp_path / "out", endpoint(port))
+    assert (tmp_path / "out" / "manifest.jsonl").read_bytes() == (
+        tmp_path / "whole" / "manifest.jsonl"
+    ).read_bytes()
+
+
+def test_a_refused_request_says_a_rerun_will_not_fix_it(toy, tmp_path, port) -> None:
+    with chat_server(Behaviour(fail_first=100, fail_status=404), port=port) as (_, server):
+        backend = endpoint(port, retries=3)
+        report = run_build(toy, tmp_path / "out", backend)
+    assert server.requests == 8 and backend.failures == ["HTTP 404"] * 8  # not retried
+    assert {r["reason"] for r in report["rejections"]} == {
+        "the captioner's call failed: HTTP 404: the server refused the request; a rerun sends "
+        "it unchanged and will not fix that (check the URL, the model name and the key)"
+    }
+
+
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        ("http://127.0.0.1:99999/v1", "port must be a number 1-65535"),
+        ("http://127.0.0.1:0/v1", "port must be a number 1-65535"),
+        ("http://:abc/v1", "port must be a number 1-65535"),
+        ("http://[::1/v1", "Invalid IPv6 URL"),
+        ("http://127.0.0.1:8000/v 1", "must not be empty or contain whitespace"),
+        ("http://127.0.0.1:8000/v1\n", "must not be empty or contain whitespace"),
+        ("ftp://127.0.0.1/v1", "the scheme must be http or https"),
+        ("http:///v1", "names no host"),
+    ],
+)
+def test_bad_urls_are_one_line_errors(url: str, why: str) -> None:
+    with pytest.raises(BackendError) as caught:
+        ChatEndpoint(url, "m")
+    assert str(caught.value) == f"chat url must be http(s)://host[:port]/..., got {url!r}: {why}"
 
 
 def test_malformed_replies_are_rejections_with_reasons(toy, tmp_path, port) -> None:
@@ -191,7 +251,10 @@ def test_the_command_exits_1_while_calls_failed(toy, tmp_path, port, capsys) -> 
     assert "--format must be one of coin, youcook2, activitynet, pairs" in capsys.readouterr().err
     # nothing listens on the port: every caption call fails, and the exit code says so
     assert run([*command, "--format", "coin", "--captioner", f"{server_url(port)}#vlm"]) == 1
-    assert "8 model calls failed: run the same command again" in capsys.readouterr().err
+    assert (
+        "8 model calls failed (connection: ConnectError (a rerun retries it)): "
+        f"{tmp_path / 'out' / 'manifest.partial.jsonl'} is incomplete; run the same command again"
+    ) in capsys.readouterr().err
     with chat_server(port=port):
         assert run([*command, "--format", "coin", "--captioner", f"{server_url(port)}#vlm"]) == 0
     assert len(validate_manifest(tmp_path / "out" / "manifest.jsonl").samples) == 6

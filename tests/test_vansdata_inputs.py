@@ -112,18 +112,25 @@ def test_the_real_pairs_table_and_its_clips() -> None:
     assert resolve_pair_path(REAL_CLIPS, "elsewhere/none.mp4") is None
 
 
-def test_bad_pairs_tables_list_every_row(tmp_path) -> None:
+def test_bad_pairs_tables_list_every_row_by_its_line(tmp_path) -> None:
     path = tmp_path / "pairs.tsv"
-    path.write_text("video1_path\tvideo2_path\na.mp4\tb.mp4\n\tc.mp4\nd.mp4\t\n")
+    # a blank line (skipped) before the bad rows: they are on lines 4 and 5 of the file
+    path.write_text("video1_path\tvideo2_path\na.mp4\tb.mp4\n\n\tc.mp4\nd.mp4\t\n")
     with pytest.raises(AnnotationError) as caught:
         load_pairs(path)
     assert str(caught.value).splitlines() == [
-        f"{path}: row 3: video1_path: must be a path",
-        f"{path}: row 4: video2_path: must be a path",
+        f"{path}: line 4: video1_path: must be a path",
+        f"{path}: line 5: video2_path: must be a path",
     ]
     path.write_text("input\ttarget\na.mp4\tb.mp4\n")
     with pytest.raises(AnnotationError, match="header: missing column video1_path"):
         load_pairs(path)
+    # the same words as for a JSON annotation file
+    with pytest.raises(AnnotationError) as caught:
+        load_pairs(tmp_path / "missing.tsv")
+    assert str(caught.value) == f"{tmp_path / 'missing.tsv'}: annotation file not found"
+    with pytest.raises(AnnotationError, match="is a directory, not an annotation file"):
+        load_pairs(tmp_path)
 
 
 def test_videos_are_found_by_id_anywhere_under_the_folder(tmp_path) -> None:
@@ -135,3 +142,12 @@ def test_videos_are_found_by_id_anywhere_under_the_folder(tmp_path) -> None:
     assert find_video(index, "GLd3aX16zBg") == tmp_path / "training" / "113" / "GLd3aX16zBg.mp4"
     assert find_video(index, "v_QOlSCBRmfWY") == tmp_path / "QOlSCBRmfWY.mkv"  # ActivityNet
     assert find_video(index, "notes") is None
+
+
+def test_one_probe_gives_the_duration_and_the_rate_read_video_uses() -> None:
+    from vans.data.probe import probe_video, video_duration
+    from vans.data.video import read_video
+
+    clip = REAL_CLIPS / "93_172.mp4"
+    duration, rate = probe_video(clip)
+    assert duration == video_duration(clip) and rate == read_video(clip, end=0.5).fps

@@ -21,12 +21,13 @@ import hashlib
 import json
 import mimetypes
 import os
-import re
 import sqlite3
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import urlsplit
+from urllib.request import url2pathname
 
 from vans.errors import VansError
 
@@ -39,13 +40,6 @@ class BackendError(VansError):
     unreadable cache)."""
 
 
-class Prompted(Protocol):
-    """A request: whatever else it carries, the chat messages a model reads."""
-
-    @property
-    def messages(self) -> Messages: ...
-
-
 class ChatBackend(Protocol):
     """A chat model."""
 
@@ -54,7 +48,9 @@ class ChatBackend(Protocol):
     part of every cache key, so two models never share replies."""
 
     def complete(self, requests: Sequence[Any]) -> list[str | None]:
-        """One reply per request (each has `.messages`); None for a call that failed."""
+        """One reply per request (each has `.messages`); None for a call that failed. A
+        backend that knows why may set `last_reasons` (one per request of this call, None
+        where it answered), which `complete_keyed` passes on."""
         ...
 
 
@@ -64,7 +60,8 @@ def file_url(path: Path) -> str:
 
 
 def _local_path(url: str) -> Path | None:
-    return Path(url.removeprefix("file://")) if url.startswith("file://") else None
+    # as_uri() percent-encodes spaces, '%', '#' and non-ASCII: decode them back
+    return Path(url2pathname(urlsplit(url).path)) if url.startswith("file://") else None
 
 
 def _media_parts(messages: Messages) -> list[dict[str, Any]]:
@@ -141,7 +138,17 @@ class CallStats:
     failed: int = 0
 
 
-def complete_cached(
+@dataclass(frozen=True)
+class Reply:
+    """One request's outcome: its cache key, the reply text (None when the call failed) and,
+    for a failed call, why."""
+
+    key: str
+    text: str | None
+    failure: str | None = None
+
+
+def complete_keyed(
     backend: ChatBackend,
     requests: Sequence[Any],
     cache: ReplyCache | None = None,
@@ -149,7 +156,7 @@ def complete_cached(
     *,
     chunk: int | None = None,
     on_chunk: Callable[[int], None] | None = None,
-) -> list[str | None]:
+) -> list[Reply]:
     """The backend's reply to each request: identical requests are sent once, cached replies
     are not sent at all, and new replies are cached as they come, `chunk` distinct requests
     at a time (all at once by default), so a killed run loses at most one chunk's replies.
@@ -159,6 +166,7 @@ def complete_cached(
     replies = cache.get_many(distinct) if cache else {}
     first = {k: r for k, r in reversed(list(zip(keys, requests, strict=True)))}
     todo = [k for k in distinct if k not in replies]
+    failures: dict[str, str] = {}
     if stats is not None:
         stats.cache_hits += sum(k in replies for k in keys)
         stats.calls += len(todo)
@@ -168,7 +176,11 @@ def complete_cached(
     for start in range(0, len(todo), size):
         part = todo[start : start + size]
         fresh = backend.complete([first[k] for k in part])
+        reasons = getattr(backend, "last_reasons", None) or [None] * len(part)
         got = {k: r for k, r in zip(part, fresh, strict=True) if r is not None}
+        for k, r, why in zip(part, fresh, reasons, strict=True):
+            if r is None:
+                failures[k] = why or "no reply (a rerun retries it)"
         if cache and got:
             cache.put_many(got)
         if stats is not None:
@@ -176,7 +188,21 @@ def complete_cached(
         replies.update(got)
         if on_chunk is not None:
             on_chunk(len(part))
-    return [replies.get(k) for k in keys]
+    return [Reply(k, replies.get(k), failures.get(k)) for k in keys]
+
+
+def complete_cached(
+    backend: ChatBackend,
+    requests: Sequence[Any],
+    cache: ReplyCache | None = None,
+    stats: CallStats | None = None,
+    *,
+    chunk: int | None = None,
+    on_chunk: Callable[[int], None] | None = None,
+) -> list[str | None]:
+    """`complete_keyed`'s reply texts (None for a failed call)."""
+    replies = complete_keyed(backend, requests, cache, stats, chunk=chunk, on_chunk=on_chunk)
+    return [r.text for r in replies]
 
 
 @dataclass
@@ -199,10 +225,16 @@ class ChatEndpoint:
     max_tokens: int = 256
     failures: list[str] = field(default_factory=list)
     """Why each failed call failed (the last attempt's reason), for the logs."""
+    last_reasons: list[str | None] = field(default_factory=list, init=False, repr=False)
+    """The last `complete` call's failures, one per request (None where it answered), each
+    saying whether a rerun can help."""
 
     def __post_init__(self) -> None:
-        if not re.match(r"^https?://[^\s/]+", self.url):
-            raise BackendError(f"chat url must be http(s)://host[:port]/..., got {self.url!r}")
+        why = _url_problem(self.url)
+        if why is not None:
+            raise BackendError(
+                f"chat url must be http(s)://host[:port]/..., got {self.url!r}: {why}"
+            )
         if self.concurrency < 1 or self.retries < 0 or self.timeout_s <= 0:
             raise BackendError("chat concurrency >= 1, retries >= 0 and timeout_s > 0 are required")
 
@@ -211,9 +243,13 @@ class ChatEndpoint:
         return f"{self.url.rstrip('/')}#{self.model}"
 
     def complete(self, requests: Sequence[Any]) -> list[str | None]:
-        return asyncio.run(self._complete_all([_inline_media(r.messages) for r in requests]))
+        results = asyncio.run(self._complete_all([_inline_media(r.messages) for r in requests]))
+        self.last_reasons = [why for _, why in results]
+        return [text for text, _ in results]
 
-    async def _complete_all(self, conversations: Sequence[Messages]) -> list[str | None]:
+    async def _complete_all(
+        self, conversations: Sequence[Messages]
+    ) -> list[tuple[str | None, str | None]]:
         import httpx
 
         key = os.environ.get(self.api_key_env) if self.api_key_env else None
@@ -224,13 +260,14 @@ class ChatEndpoint:
             base_url=self.url.rstrip("/"), headers=headers, timeout=self.timeout_s, limits=limits
         ) as client:
 
-            async def one(messages: Messages) -> str | None:
+            async def one(messages: Messages) -> tuple[str | None, str | None]:
                 async with limit:
                     return await self._complete(client, messages)
 
             return list(await asyncio.gather(*(one(m) for m in conversations)))
 
-    async def _complete(self, client: Any, messages: Messages) -> str | None:
+    async def _complete(self, client: Any, messages: Messages) -> tuple[str | None, str | None]:
+        """The reply's text, or None and why the call failed (saying whether a rerun helps)."""
         import httpx
 
         body = {"model": self.model, "messages": messages, "temperature": 0.0}
@@ -241,6 +278,10 @@ class ChatEndpoint:
                 await asyncio.sleep(self.backoff_s * 2 ** (attempt - 1))
             try:
                 response = await client.post("/chat/completions", json=body)
+            except (httpx.InvalidURL, httpx.UnsupportedProtocol, OverflowError, ValueError) as exc:
+                # __post_init__ checks the URL; this is what httpx still refuses
+                why = f"invalid URL {self.url!r}: {exc}"
+                break
             except httpx.TimeoutException:
                 why = "timeout"
                 continue
@@ -252,18 +293,41 @@ class ChatEndpoint:
                 continue
             if response.status_code != 200:
                 why = f"HTTP {response.status_code}"
-                break  # the request itself is wrong: retrying cannot help
+                self.failures.append(why)
+                # the request itself is wrong: neither retrying nor a rerun can help
+                return None, (
+                    f"{why}: the server refused the request; a rerun sends it unchanged and "
+                    "will not fix that (check the URL, the model name and the key)"
+                )
             try:
                 content = response.json()["choices"][0]["message"]["content"]
             except (ValueError, KeyError, IndexError, TypeError):
                 why = "reply is not a chat completion"
                 break
             if isinstance(content, str):
-                return content
+                return content, None
             why = "reply content is not text"
             break
         self.failures.append(why)
-        return None
+        return None, f"{why} (a rerun retries it)"
+
+
+def _url_problem(url: str) -> str | None:
+    """Why `url` cannot be a chat server's base URL, or None."""
+    if not url or any(c.isspace() for c in url):
+        return "must not be empty or contain whitespace"
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # raises for a port that is not a number in 0-65535
+    except ValueError as exc:
+        return "port must be a number 1-65535" if "Port" in str(exc) else str(exc)
+    if parts.scheme not in ("http", "https"):
+        return "the scheme must be http or https"
+    if not parts.hostname:
+        return "names no host"
+    if port == 0:
+        return "port must be a number 1-65535"
+    return None
 
 
 def _inline_media(messages: Messages) -> Messages:

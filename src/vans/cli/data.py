@@ -160,10 +160,22 @@ def build(
         str | None, typer.Option(help="The manifest's source (default: --format).")
     ] = None,
     clip_fps: Annotated[
-        float, typer.Option(help="Clips are resampled to at most this rate.")
+        float, typer.Option(help="Clips are resampled to at most this rate (> 0).")
     ] = 16.0,
-    min_seconds: Annotated[float, typer.Option(help="Shorter steps are not cut.")] = 1.0,
-    max_skipped: Annotated[int, typer.Option(help="Unusable steps a pair may jump over.")] = 1,
+    min_seconds: Annotated[float, typer.Option(min=0, help="Shorter steps are not cut.")] = 1.0,
+    max_skipped: Annotated[
+        int, typer.Option(min=0, help="Unusable steps a pair may jump over.")
+    ] = 1,
+    max_overlap: Annotated[
+        float,
+        typer.Option(
+            min=0, help="Seconds a target may start before its input ends (later ones are tried)."
+        ),
+    ] = 1.0,
+    chunk: Annotated[
+        int,
+        typer.Option(min=1, help="Model requests sent and cached together (a kill loses one)."),
+    ] = 32,
     concurrency: Annotated[int, typer.Option(min=1, help="HTTP requests in flight.")] = 16,
     timeout: Annotated[float, typer.Option(help="Seconds per HTTP request.")] = 120.0,
     retries: Annotated[int, typer.Option(min=0, help="Retries of a failed HTTP request.")] = 3,
@@ -178,23 +190,26 @@ def build(
 
     if fmt not in FORMATS:
         raise VansError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
-    settings = {
-        "annotations": annotations.resolve(),
-        "format": fmt,
-        "videos": videos.resolve(),
-        "source": source,
-        "clip_fps": clip_fps,
-        "min_seconds": min_seconds,
-        "max_skipped": max_skipped,
-    }
-    resumed = claim_output(out, "data build", settings, resumable=True, overwrite=overwrite)
     # PyAV, torch and httpx: only when building
     from vans.vansdata.backends import build_backend
-    from vans.vansdata.build import BuildSettings
+    from vans.vansdata.build import BuildSettings, load_inputs
     from vans.vansdata.build import build as run_build
     from vans.vansdata.prompts import Prompts
-    from vans.vansdata.report import summary_lines
+    from vans.vansdata.report import rejection_counts, summary_lines
 
+    config = BuildSettings(
+        annotations,
+        fmt,  # type: ignore[arg-type]
+        videos,
+        source=source,
+        clip_fps=clip_fps,
+        min_seconds=min_seconds,
+        max_skipped=max_skipped,
+        max_overlap_s=max_overlap,
+        chunk=chunk,
+    )
+    # Every input is checked before --out is claimed: a typo must not lock the folder to it.
+    inputs = load_inputs(config)
     options = dict(
         truth=truth,
         concurrency=concurrency,
@@ -206,15 +221,18 @@ def build(
         role: build_backend(spec, role, **options)
         for role, spec in (("captioner", captioner), ("writer", writer))
     }
-    config = BuildSettings(
-        annotations,
-        fmt,
-        videos,
-        source=source,
-        clip_fps=clip_fps,  # type: ignore[arg-type]
-        min_seconds=min_seconds,
-        max_skipped=max_skipped,
-    )
+    prompt_files = Prompts(prompts)
+    settings = {
+        "annotations": annotations.resolve(),
+        "format": fmt,
+        "videos": videos.resolve(),
+        "source": source,
+        "clip_fps": clip_fps,
+        "min_seconds": min_seconds,
+        "max_skipped": max_skipped,
+        "max_overlap_s": max_overlap,
+    }
+    resumed = claim_output(out, "data build", settings, resumable=True, overwrite=overwrite)
     if resumed:
         console.print(f"resuming {out}", markup=False, highlight=False)
     progress = progress_bar(console)
@@ -229,23 +247,33 @@ def build(
 
     with progress:
         report = run_build(
-            config, out, backends["captioner"], backends["writer"], Prompts(prompts), tick
+            config, out, backends["captioner"], backends["writer"], prompt_files, tick, inputs
         )
     for line in summary_lines(report):
         console.print(line, markup=False, highlight=False, soft_wrap=True)
+    manifest = out / ("manifest.jsonl" if report["complete"] else "manifest.partial.jsonl")
     console.print(
-        f"wrote {out / 'manifest.jsonl'} and {out / 'report.json'}",
-        markup=False,
-        highlight=False,
-        soft_wrap=True,
+        f"wrote {manifest} and {out / 'report.json'}", markup=False, highlight=False, soft_wrap=True
     )
     failed = sum(calls["failed"] for calls in report["calls"].values())
     if failed:
+        reasons = sorted({r["reason"].partition("call failed: ")[2] for r in report["rejections"]})
+        reasons = [r for r in reasons if r]
         # the manifest lacks what those calls would have given: say so in the exit code
         err_console.print(
-            f"{failed} model calls failed: run the same command again to retry "
-            "them (nothing done is repeated)",
+            f"{failed} model calls failed ({'; '.join(reasons)}): {manifest} is incomplete; "
+            "run the same command again to retry them (nothing done is repeated)",
             markup=False,
             highlight=False,
+            soft_wrap=True,
+        )
+        raise typer.Exit(1)
+    if not report["counts"]["samples"]:
+        err_console.print(
+            f"no samples: every item was rejected ({rejection_counts(report)}); "
+            f"{out / 'report.json'} gives each reason",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
         )
         raise typer.Exit(1)

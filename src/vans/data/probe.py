@@ -4,6 +4,7 @@ only: `vans data validate` checks windows against it without importing torch).""
 from __future__ import annotations
 
 import functools
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -25,13 +26,29 @@ def declared_ends(container: av.container.InputContainer) -> tuple[float | None,
     return stream_end, container_end
 
 
+def declared_rate(stream: av.video.stream.VideoStream) -> Fraction | None:
+    """The frame rate a video stream declares (its average rate, else FFmpeg's guess), None
+    when it declares neither."""
+    return stream.average_rate or stream.guessed_rate or None
+
+
 @functools.lru_cache(maxsize=4096)
-def video_duration(path: Path) -> float | None:
-    """The duration `path` declares (its video stream's, else its container's), None when it
-    has no video stream or declares none. Cached: manifests refer to one video many times.
-    Raises `VIDEO_ERRORS` when the file cannot be opened."""
+def probe_video(path: Path) -> tuple[float | None, float | None] | None:
+    """The duration `path` declares (its video stream's, else its container's) and its frame
+    rate (`declared_rate`), each None when undeclared; None when it has no video stream.
+    Cached: manifests refer to one video many times. Raises `VIDEO_ERRORS` when the file
+    cannot be opened."""
     with av.open(str(path), metadata_errors="replace") as container:
         if not container.streams.video:
             return None
         stream_end, container_end = declared_ends(container)
-        return stream_end if stream_end is not None else container_end
+        rate = declared_rate(container.streams.video[0])
+        duration = stream_end if stream_end is not None else container_end
+        return duration, None if rate is None else float(rate)
+
+
+def video_duration(path: Path) -> float | None:
+    """The duration `path` declares (`probe_video`), None when it has no video stream or
+    declares none."""
+    probed = probe_video(path)
+    return None if probed is None else probed[0]

@@ -38,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from vans.data.probe import VIDEO_ERRORS, declared_ends
+from vans.data.probe import VIDEO_ERRORS, declared_ends, declared_rate
 from vans.errors import VansError
 from vans.io import atomic_file
 
@@ -223,7 +223,7 @@ def _decode_window(
             raise VideoError(path, "has no video stream")
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
-        rate = stream.average_rate or stream.guessed_rate
+        rate = declared_rate(stream)
         tb = stream.time_base
         stream_end, container_end = declared_ends(container)
 

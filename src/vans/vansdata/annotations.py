@@ -9,8 +9,13 @@
 - A pairs table (TSV with `video1_path`, `video2_path` columns, as the authors' predictive
   pipeline ships): each row is an input clip and the clip that follows it.
 
-A file is checked whole: every problem is listed (file, video id or row, field), then one
+A file is checked whole: every problem is listed (file, video id or line, field), then one
 `AnnotationError` is raised with all of them, as manifests are validated.
+
+A video's steps are put in time order (by start, then end); a step's index everywhere after
+parsing (clip names, the manifest's `extra.steps`, `--truth` files) is its position in that
+order, which is the annotation's own order when the file lists them in time order, as the
+published ones do.
 """
 
 from __future__ import annotations
@@ -57,7 +62,7 @@ class Step:
 
 @dataclass(frozen=True)
 class AnnotatedVideo:
-    """A video and its steps, in time order."""
+    """A video and its steps, in time order (a step's index is its position here)."""
 
     id: str
     steps: tuple[Step, ...]
@@ -71,6 +76,7 @@ class PairRow:
     """One row of a pairs table: the input clip and the clip after it, as written."""
 
     line: int
+    """The row's line in the file (1 is the header)."""
     input: str
     target: str
 
@@ -93,15 +99,27 @@ def load_videos(path: str | Path, fmt: Format) -> list[AnnotatedVideo]:
     return videos
 
 
-def _json(path: Path) -> Any:
+def _read(path: Path) -> str:
+    """The text of an annotation file, or one `AnnotationError` saying why it has none."""
     try:
-        return json.loads(path.read_text(encoding="utf-8-sig"))
+        return path.read_text(encoding="utf-8-sig")  # tolerate a BOM from Windows editors
     except FileNotFoundError:
         reason = "annotation file not found"
     except IsADirectoryError:
         reason = "is a directory, not an annotation file"
+    except PermissionError:
+        reason = "cannot read the annotation file (permission denied)"
     except UnicodeDecodeError as exc:
         reason = f"not UTF-8 text (byte {exc.start})"
+    except OSError as exc:
+        reason = f"cannot read the annotation file: {exc.strerror or exc}"
+    raise AnnotationError(path, [reason])
+
+
+def _json(path: Path) -> Any:
+    text = _read(path)
+    try:
+        return json.loads(text)
     except json.JSONDecodeError as exc:
         reason = f"invalid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
     raise AnnotationError(path, [reason])
@@ -199,21 +217,16 @@ def _task_name(value: Any) -> str | None:
 def load_pairs(path: str | Path) -> list[PairRow]:
     """The rows of a pairs table (TSV with `video1_path`, `video2_path` columns)."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (FileNotFoundError, IsADirectoryError, UnicodeDecodeError) as exc:
-        raise AnnotationError(
-            path, [f"cannot read the pairs table ({type(exc).__name__})"]
-        ) from None
-    reader = csv.DictReader(text.splitlines(), delimiter="\t")
+    reader = csv.DictReader(_read(path).splitlines(), delimiter="\t")
     missing = [c for c in ("video1_path", "video2_path") if c not in (reader.fieldnames or [])]
     if missing:
         raise AnnotationError(path, [f"header: missing column {c}" for c in missing])
     rows, problems = [], []
-    for line, record in enumerate(reader, start=2):  # line 1 is the header
+    for record in reader:
+        line = reader.line_num  # the file's line: blank lines are skipped, not rows
         values = {k: (record.get(k) or "").strip() for k in ("video1_path", "video2_path")}
         bad = [k for k, v in values.items() if not v]
-        problems += [f"row {line}: {k}: must be a path" for k in bad]
+        problems += [f"line {line}: {k}: must be a path" for k in bad]
         if not bad:
             rows.append(PairRow(line, values["video1_path"], values["video2_path"]))
     if not problems and not rows:
@@ -221,6 +234,14 @@ def load_pairs(path: str | Path) -> list[PairRow]:
     if problems:
         raise AnnotationError(path, problems)
     return rows
+
+
+def check_videos_folder(root: Path) -> None:
+    """Refuse a `--videos` that is not a folder (a typo would otherwise find no video and
+    reject every one)."""
+    if not root.is_dir():
+        what = "is not a folder" if root.exists() else "does not exist"
+        raise VansError(f"--videos {root}: {what}; pass the folder that holds the videos")
 
 
 def video_index(root: Path) -> dict[str, Path]:

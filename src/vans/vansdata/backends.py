@@ -47,6 +47,9 @@ def build_backend(
         return OfflineBackend(truth)
     if spec.startswith("local:"):
         directory = Path(spec.removeprefix("local:"))
+        if not directory.is_dir():
+            what = "is not a directory" if directory.exists() else "does not exist"
+            raise BackendError(f"--{role} {spec}: the model directory {directory} {what}")
         if _model_type(directory) == "qwen2_5_vl":
             if role == "writer":
                 raise BackendError(
@@ -103,7 +106,8 @@ class LocalVideoLM:
         for request in requests:
             system, user = (m["content"] for m in text_of(request.messages))
             self.reasoner.system_prompt = system
-            assert request.clip is not None  # build_backend gives it the captioner role only
+            if request.clip is None:
+                raise BackendError(f"{self.name}: a video model captions clips; got a text request")
             frames = read_video(request.clip, fps=self.reasoner.fps).frames
             out.append(self.reasoner.generate(frames, [user], sampling=self.sampling)[0][0])
         return out
@@ -111,7 +115,7 @@ class LocalVideoLM:
 
 def load_truth(path: Path) -> dict[str, list[str]]:
     """A ground-truth file (`vans.data.toyworld.long`): video id -> the caption of each
-    annotated step, in the annotation's order."""
+    annotated step, in time order (a step's index, `vans.vansdata.annotations`)."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -142,7 +146,10 @@ class OfflineBackend:
             steps = self.truth.get(f["video"])
             if steps is not None and 0 <= f["step"] < len(steps):
                 return {"caption": steps[f["step"]], "usable": True, "reason": "ground truth"}
-            assert request.clip is not None
+            if request.clip is None:
+                raise BackendError(
+                    "the offline captioner measures clips; got a request without one"
+                )
             return measured_caption(request.clip, float(f["duration"]))
         if request.kind in ("write_procedural", "write_predictive"):
             return _written(request.kind, f)

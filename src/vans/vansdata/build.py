@@ -6,16 +6,23 @@ resumable (docs/vansdata.md).
       ─leak check (predictive)─> manifest.jsonl + report.json
 
 What makes a killed run (SIGKILL at any point) resume to the very manifest an uninterrupted
-run writes: a clip file exists only complete (atomic writes), every model reply is in the
-SQLite cache (`cache.sqlite`, transactions) the moment its chunk returns, every step's output
-is a pure function of the annotations, the clips and the cached replies, and the manifest
-and report are written last, atomically. A rerun therefore cuts nothing and calls nothing
-that is done: only failed calls are made again.
+run writes: a clip file exists only complete (atomic writes; the temporary files a kill
+leaves are removed when the next run starts), every model reply is in the SQLite cache
+(`cache.sqlite`, transactions) the moment its chunk returns, every step's output is a pure
+function of the annotations, the clips and the cached replies, and the manifest and report
+are written last, atomically. A rerun therefore cuts nothing and calls nothing that is
+done: only failed calls are made again. While any call failed, the samples go to
+`manifest.partial.jsonl` instead (the report says `"complete": false`), so an incomplete
+manifest never passes for the finished one.
+
+The inputs (`load_inputs`) are parsed and checked before anything is written, so a typo
+in a path or a bad annotation fails without claiming or touching the output folder.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,13 +30,15 @@ from typing import Any
 from vans.chat import CallStats, ChatBackend, ReplyCache
 from vans.data.manifest import write_manifest
 from vans.data.probe import VIDEO_ERRORS, video_duration
-from vans.data.schema import TaskType, VideoRef, VNEPSample
+from vans.data.schema import TaskType, VideoRef, VNEPSample, check_sample_id
+from vans.errors import VansError
 from vans.io import write_json
 from vans.vansdata.annotations import (
     TASKS,
     AnnotatedVideo,
     Format,
     PairRow,
+    check_videos_folder,
     find_video,
     load_pairs,
     load_videos,
@@ -64,6 +73,61 @@ class BuildSettings:
     chunk: int = 32
     """Requests sent (and cached) together: a killed run loses at most one chunk's replies."""
 
+    def __post_init__(self) -> None:
+        if self.clip_fps is not None and not (math.isfinite(self.clip_fps) and self.clip_fps > 0):
+            raise VansError(f"--clip-fps must be a positive number, got {self.clip_fps:g}")
+        for name, value in (
+            ("--min-seconds", self.min_seconds),
+            ("--max-overlap", self.max_overlap_s),
+        ):
+            if not (math.isfinite(value) and value >= 0):
+                raise VansError(f"{name} must be a number >= 0, got {value:g}")
+        if self.max_skipped < 0 or self.chunk < 1:
+            raise VansError("--max-skipped must be >= 0 and --chunk >= 1")
+        if self.source is not None and (why := check_sample_id(self.source)) is not None:
+            raise VansError(f"--source {why} (it starts every sample id and clip name)")
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """The parsed annotations: the videos and their files, or a pairs table's rows."""
+
+    videos: list[AnnotatedVideo]
+    files: dict[str, Path | None]
+    rows: list[PairRow]
+
+
+def load_inputs(settings: BuildSettings) -> Inputs:
+    """Parse and check the annotations and the video folder (nothing is written)."""
+    check_videos_folder(settings.videos)
+    if settings.format == "pairs":
+        rows = load_pairs(settings.annotations)
+        written = (p for r in rows for p in (r.input, r.target))
+        _distinct_names(written, _table_name, "pairs-table clips")
+        return Inputs([], {}, rows)
+    videos = load_videos(settings.annotations, settings.format)
+    _distinct_names((v.id for v in videos), safe_name, "video ids")
+    index = video_index(settings.videos)
+    return Inputs(videos, {v.id: find_video(index, v.id) for v in videos}, [])
+
+
+def _distinct_names(ids: Iterable[str], name_of: Callable[[str], str], what: str) -> None:
+    """Refuse two ids that would share a clip name (one's clips would stand for the
+    other's): `safe_name` leaves only files differing in their suffix, or a hash collision."""
+    seen: dict[str, str] = {}
+    for given in ids:
+        other = seen.setdefault(name_of(given), given)
+        if other != given:
+            raise VansError(
+                f"{what} {other!r} and {given!r} both give the clip name {name_of(given)!r}; "
+                "rename one of them"
+            )
+
+
+def _table_name(written: str) -> str:
+    """A pairs-table clip's name: its path as written, without the suffix."""
+    return safe_name(Path(written).with_suffix("").as_posix())
+
 
 def build(
     settings: BuildSettings,
@@ -72,32 +136,35 @@ def build(
     writer: ChatBackend,
     prompts: Prompts | None = None,
     progress: Progress | None = None,
+    inputs: Inputs | None = None,
 ) -> dict[str, Any]:
-    """Run every step into `out` (manifest.jsonl, report.json, clips/, steps/, cache.sqlite);
-    returns the report."""
+    """Run every step into `out` (manifest.jsonl or manifest.partial.jsonl, report.json,
+    clips/, steps/, cache.sqlite) from `inputs` (default: `load_inputs(settings)`); returns
+    the report."""
     prompts = prompts or Prompts()
+    inputs = inputs or load_inputs(settings)
     tick = progress or (lambda phase, total, n: None)
     source = settings.source or settings.format
     task = TASKS[settings.format]
+    for folder in (out, out / "clips", out / "steps"):
+        # what a killed run was writing (`vans.io.atomic_file`): never complete, never used
+        for stale in folder.glob(".*.tmp"):
+            stale.unlink(missing_ok=True)
     cache = ReplyCache(out / "cache.sqlite")
     rejections = Rejections()
     stats = {"captioner": CallStats(), "writer": CallStats()}
 
-    # 1. Inputs and clips
+    # 1. Clips
+    videos = inputs.videos
     if settings.format == "pairs":
-        rows = load_pairs(settings.annotations)
-        clips, table = _table_clips(rows, settings.videos, source, rejections)
-        videos: list[AnnotatedVideo] = []
-        counts = {"rows": len(rows)}
+        clips, table = _table_clips(inputs.rows, settings.videos, source, rejections)
+        counts = {"rows": len(inputs.rows)}
     else:
-        videos = load_videos(settings.annotations, settings.format)
-        index = video_index(settings.videos)
-        files = {v.id: find_video(index, v.id) for v in videos}
         counts = {"videos": len(videos), "steps": sum(len(v.steps) for v in videos)}
         tick("cut", counts["steps"], 0)
         cut = cut_clips(
             videos,
-            files,
+            inputs.files,
             source,
             out / "clips",
             rejections,
@@ -109,7 +176,7 @@ def build(
 
     # 2. Captions
     tick("caption", len(clips), 0)
-    captions = caption_clips(
+    captions, failed = caption_clips(
         clips,
         captioner,
         prompts,
@@ -129,6 +196,7 @@ def build(
             videos,
             source,
             captions,
+            failed,
             rejections,
             max_skipped=settings.max_skipped,
             max_overlap_s=settings.max_overlap_s,
@@ -148,11 +216,16 @@ def build(
 
     # 6. Manifest and report
     samples = [_sample(w, task, source) for w in written]
+    _check_ids(samples)
+    complete = not any(s.failed for s in stats.values())
     _write_steps(out, captions, pairs, written)
-    write_manifest(out / "manifest.jsonl", samples)
-    inputs = [w.pair.input.clip.duration for w in written]
-    targets = [w.pair.target.clip.duration for w in written]
+    name, other = ("manifest.jsonl", "manifest.partial.jsonl")[:: 1 if complete else -1]
+    write_manifest(out / name, samples)
+    (out / other).unlink(missing_ok=True)  # an earlier run's: this one supersedes it
+    input_seconds = [w.pair.input.clip.duration for w in written]
+    target_seconds = [w.pair.target.clip.duration for w in written]
     report = {
+        "complete": complete,
         "counts": {
             **counts,
             "clips": len(clips),
@@ -165,12 +238,25 @@ def build(
         "rejections": rejections.items,
         "calls": {role: s.__dict__ for role, s in stats.items()},
         "durations": {
-            "input": duration_stats(inputs, PAPER_SECONDS["input"]),
-            "target": duration_stats(targets, PAPER_SECONDS["target"]),
+            "input": duration_stats(input_seconds, PAPER_SECONDS["input"]),
+            "target": duration_stats(target_seconds, PAPER_SECONDS["target"]),
         },
     }
     write_json(out / "report.json", report)
     return report
+
+
+def _check_ids(samples: list[VNEPSample]) -> None:
+    """Refuse to write a manifest whose ids are invalid or repeated (`vans data validate`
+    would reject it)."""
+    seen: set[str] = set()
+    for sample in samples:
+        why = check_sample_id(sample.id)
+        if why is not None:
+            raise VansError(f"sample id: {why}; pass a shorter --source")
+        if sample.id in seen:
+            raise VansError(f"two samples have the id {sample.id!r}; rename one of their videos")
+        seen.add(sample.id)
 
 
 def _table_clips(
@@ -196,7 +282,7 @@ def _table_clips(
                 rejections.add("cut", f"clip {written}", why)
                 by_path[written] = None
                 continue
-            cid = f"{source}-{safe_name(Path(written).with_suffix('').as_posix())}"
+            cid = f"{source}-{_table_name(written)}"
             by_path[written] = Clip(cid, written, -1, path, None, None, duration)
     clips = list(dict.fromkeys(c for c in by_path.values() if c is not None))
     return clips, [(r, by_path[r.input], by_path[r.target]) for r in rows]
@@ -210,7 +296,7 @@ def _table_pairs(
 ) -> list[Pair]:
     pairs = []
     for row, first, second in table:
-        item = f"row {row.line}"
+        item = f"line {row.line}"
         got = [captions.get(c.id) if c is not None else None for c in (first, second)]
         if got[0] is None or got[1] is None:
             rejections.add("pair", item, "a clip of the row was rejected earlier")

@@ -6,17 +6,19 @@ writes them as H.264 yuv420p, one encoder thread, so the same cut gives the same
 every clip's cache keys hold across runs. Clips are resampled to `fps` when the video's rate
 is higher (Wan2.1 generates 16 fps), which also bounds the frames held in memory per step.
 A clip file exists only once complete (`write_mp4` writes atomically), so a clip on disk is
-a finished cut: a rerun skips it.
+a finished cut: a rerun skips it. Its name holds a hash of everything the cut depends on
+(the video file's size and modification time, the window, the rate), so an annotation or a
+video changed in place gives a new file instead of reusing a stale one.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable
 from pathlib import Path
 
-import av
-
-from vans.data.probe import VIDEO_ERRORS, declared_ends
+from vans.data.probe import VIDEO_ERRORS, probe_video
 from vans.data.video import VideoError, read_video, write_mp4
 from vans.vansdata.annotations import AnnotatedVideo, Step
 from vans.vansdata.records import Clip, Rejections, clip_id
@@ -43,11 +45,16 @@ def cut_clips(
             on_steps(len(video.steps))
             continue
         try:
-            duration, native_fps = _probe(path)
-        except (VideoError, *VIDEO_ERRORS) as exc:
-            rejections.add("cut", f"video {video.id}", f"cannot read {path}: {exc}")
+            probed = probe_video(path)
+        except VIDEO_ERRORS as exc:
+            probed, why = None, f"cannot read {path}: {exc}"
+        else:
+            why = f"{path}: no video stream" if probed is None else f"{path}: declares no duration"
+        if probed is None or probed[0] is None:
+            rejections.add("cut", f"video {video.id}", why)
             on_steps(len(video.steps))
             continue
+        duration, native_fps = probed
         for index, step in enumerate(video.steps):
             clip = _cut(
                 video.id,
@@ -74,7 +81,7 @@ def _cut(
     step: Step,
     path: Path,
     duration: float,
-    native_fps: float,
+    native_fps: float | None,
     source: str,
     out_dir: Path,
     rejections: Rejections,
@@ -92,9 +99,12 @@ def _cut(
         rejections.add("cut", item, why)
         return None
     cid = clip_id(source, video_id, index)
-    target = out_dir / f"{cid}.mp4"
+    # No declared rate (rare): resample to `fps`, which bounds memory all the same.
+    rate = fps if fps is not None and (native_fps is None or fps < native_fps) else None
+    file = path.stat()
+    made_of = [file.st_size, file.st_mtime_ns, step.start, end, rate]
+    target = out_dir / f"{cid}-{hashlib.sha256(json.dumps(made_of).encode()).hexdigest()[:8]}.mp4"
     if not target.is_file():
-        rate = fps if fps is not None and fps < native_fps else None
         try:
             clip = read_video(path, start=step.start, end=end, fps=rate)
         except VideoError as exc:
@@ -102,18 +112,3 @@ def _cut(
             return None
         write_mp4(target, clip.frames, clip.fps)
     return Clip(cid, video_id, index, target, step.text, (step.start, end), end - step.start)
-
-
-def _probe(path: Path) -> tuple[float, float]:
-    """The video's duration and frame rate, as its stream declares them."""
-    with av.open(str(path), metadata_errors="replace") as container:
-        if not container.streams.video:
-            raise VideoError(path, "no video stream")
-        stream = container.streams.video[0]
-        stream_end, container_end = declared_ends(container)
-        duration = stream_end if stream_end is not None else container_end
-        if duration is None:
-            raise VideoError(path, "declares no duration")
-        # No declared rate (rare): resample to `fps`, which bounds memory all the same.
-        rate = float(stream.average_rate) if stream.average_rate else float("inf")
-        return duration, rate

@@ -30,7 +30,6 @@ class PromptError(VansError):
 
 @dataclass(frozen=True)
 class Prompt:
-    name: Kind
     system: str
     user: Template
     digest: str
@@ -64,7 +63,7 @@ class Prompts:
             path = PROMPT_DIR / f"{kind}.txt"
             if self.override is not None and (self.override / path.name).is_file():
                 path = self.override / path.name
-            self._loaded[kind] = _load(path, kind)
+            self._loaded[kind] = _load(path)
 
     def request(self, kind: Kind, fields: dict[str, Any], clip: Path | None = None) -> Request:
         prompt = self._loaded[kind]
@@ -95,7 +94,7 @@ def _text(value: Any) -> str:
     return str(value)
 
 
-def _load(path: Path, kind: Kind) -> Prompt:
+def _load(path: Path) -> Prompt:
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -104,7 +103,7 @@ def _load(path: Path, kind: Kind) -> Prompt:
     if not sep or not system.strip() or not user.strip():
         raise PromptError(f"{path}: needs a system part, a line '===', then the user part")
     digest = hashlib.sha256(text.encode()).hexdigest()[:12]
-    return Prompt(kind, system.strip(), Template(user.strip()), digest)
+    return Prompt(system.strip(), Template(user.strip()), digest)
 
 
 class ReplyError(ValueError):

@@ -3,6 +3,7 @@ dropped without a reason in the report)."""
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +19,8 @@ class Clip:
     video: str
     """The annotation's video id (a pairs table: the clip's path as written)."""
     step: int
-    """The step's index in its video's annotation; -1 for a pairs-table clip."""
+    """The step's index among its video's steps in time order
+    (`vans.vansdata.annotations`); -1 for a pairs-table clip."""
     path: Path
     label: str | None
     """The annotated step or event text (None for a pairs table)."""
@@ -61,8 +63,13 @@ class Rejections:
 
 
 def safe_name(text: str) -> str:
-    """`text` as part of a sample id (letters, digits, '.', '_', '-')."""
-    return re.sub(r"[^A-Za-z0-9._-]", "_", text).strip("._-") or "x"
+    """`text` as part of a file name and sample id (letters, digits, '.', '_', '-', at most
+    89 characters). Where that changes `text`, a short hash of it is appended, so two ids
+    that read alike ("x y", "x_y") never share a name (and so clips or samples)."""
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", text).strip("._-")[:80]
+    if name == text:
+        return name
+    return f"{name or 'x'}_{hashlib.sha256(text.encode()).hexdigest()[:8]}"
 
 
 def clip_id(source: str, video: str, step: int) -> str:

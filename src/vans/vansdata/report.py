@@ -43,12 +43,17 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
                 f"{name} clips: mean {d['mean']:.2f} s, median {d['median']:.2f} s "
                 f"(paper {PAPER_SECONDS[name]} s)"
             )
-    reasons = Counter(r["step"] for r in report["rejections"])
-    if reasons:
-        lines.append("rejected: " + ", ".join(f"{n} at {s}" for s, n in reasons.items()))
+    if report["rejections"]:
+        lines.append(f"rejected: {rejection_counts(report)}")
     for role, calls in report["calls"].items():
         lines.append(
             f"{role}: {calls['calls']} calls, {calls['cache_hits']} cached, "
             f"{calls['failed']} failed"
         )
     return lines
+
+
+def rejection_counts(report: dict[str, Any]) -> str:
+    """How many items each step rejected ("8 at usable, 2 at pair"), or "none"."""
+    reasons = Counter(r["step"] for r in report["rejections"])
+    return ", ".join(f"{n} at {s}" for s, n in reasons.items()) or "none"

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from vans.chat import CallStats, ChatBackend, ReplyCache, complete_cached
+from vans.chat import CallStats, ChatBackend, Reply, ReplyCache, complete_keyed
 from vans.data.schema import TaskType
 from vans.vansdata.caption import provenance_of
 from vans.vansdata.prompts import Prompts, ReplyError, Request, parse_reply
@@ -44,8 +44,8 @@ class Calls:
     chunk: int = 32
     on_done: Callable[[int], None] | None = None
 
-    def run(self, requests: list[Request]) -> list[str | None]:
-        return complete_cached(
+    def run(self, requests: list[Request]) -> list[Reply]:
+        return complete_keyed(
             self.backend, requests, self.cache, self.stats, chunk=self.chunk, on_chunk=self.on_done
         )
 
@@ -60,9 +60,8 @@ def write_pairs(
     for pair, request, reply in zip(pairs, requests, calls.run(requests), strict=True):
         text = _parsed(reply, "write", f"pair {pair.id}", rejections)
         if text is not None:
-            out.append(
-                Written(pair, **text, provenance={"write": provenance_of(calls.backend, request)})
-            )
+            provenance = {"write": provenance_of(calls.backend, request, reply)}
+            out.append(Written(pair, **text, provenance=provenance))
     return out
 
 
@@ -78,7 +77,7 @@ def check_leaks(written: list[Written], calls: Calls, rejections: Rejections) ->
     for (w, _), request, reply in zip(leaking, requests, calls.run(requests), strict=True):
         text = _parsed(reply, "rewrite", f"pair {w.pair.id}", rejections)
         if text is not None:
-            provenance = {**w.provenance, "rewrite": provenance_of(calls.backend, request)}
+            provenance = {**w.provenance, "rewrite": provenance_of(calls.backend, request, reply)}
             # the answer stays as written: it describes the target, which a rewrite must not touch
             rewritten.append(
                 Written(w.pair, text["question"], text["reasoning"], w.answer, provenance)
@@ -97,11 +96,11 @@ def _leak_round(
     passed, leaking = [], []
     for w, request, reply in zip(written, requests, calls.run(requests), strict=True):
         item = f"pair {w.pair.id}"
-        if reply is None:
-            rejections.add("leak", item, "the leak check's call failed (a rerun retries it)")
+        if reply.text is None:
+            rejections.add("leak", item, f"the leak check's call failed: {reply.failure}")
             continue
         try:
-            verdict = parse_reply(reply, {"leak": bool})
+            verdict = parse_reply(reply.text, {"leak": bool})
         except ReplyError as exc:
             rejections.add("leak", item, f"the leak check's reply is unusable: {exc}")
             continue
@@ -110,10 +109,10 @@ def _leak_round(
             w.question,
             w.reasoning,
             w.answer,
-            {**w.provenance, name: provenance_of(calls.backend, request)},
+            {**w.provenance, name: provenance_of(calls.backend, request, reply)},
         )
         if verdict["leak"]:
-            leaking.append((checked, _details(reply) or "unspecified"))
+            leaking.append((checked, _details(reply.text) or "unspecified"))
         else:
             passed.append(checked)
     return passed, leaking
@@ -126,14 +125,12 @@ def _details(reply: str) -> str:
         return ""
 
 
-def _parsed(
-    reply: str | None, step: str, item: str, rejections: Rejections
-) -> dict[str, str] | None:
-    if reply is None:
-        rejections.add(step, item, "the writer's call failed (a rerun retries it)")
+def _parsed(reply: Reply, step: str, item: str, rejections: Rejections) -> dict[str, str] | None:
+    if reply.text is None:
+        rejections.add(step, item, f"the writer's call failed: {reply.failure}")
         return None
     try:
-        return parse_reply(reply, TEXT)
+        return parse_reply(reply.text, TEXT)
     except ReplyError as exc:
         rejections.add(step, item, f"the writer's reply is unusable: {exc}")
         return None
