@@ -10,6 +10,9 @@ from pathlib import Path
 import pytest
 
 REAL_CLIPS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real_clips"
+needs_real_clips = pytest.mark.skipif(
+    not REAL_CLIPS.is_dir(), reason="shared/data/real_clips is not beside the checkout"
+)
 
 
 @pytest.fixture(scope="session")

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from chat_server import Behaviour, chat_server
-from conftest import REAL_CLIPS
+from conftest import REAL_CLIPS, needs_real_clips
 from vans.cli.main import run
 from vans.data.manifest import validate_manifest
 from vans.data.probe import video_duration
@@ -159,6 +159,7 @@ def test_youcook2_and_activitynet_annotations(toy, tmp_path, fmt: str) -> None:
         assert report["calls"]["writer"]["calls"] == 12  # 6 written, 6 leak checks
 
 
+@needs_real_clips
 def test_the_real_clips_and_their_pairs_table(tmp_path) -> None:
     out = tmp_path / "out"
     command = ["data", "build", "--annotations", str(REAL_CLIPS / "predictive_pairs.tsv")]
@@ -297,6 +298,7 @@ def test_missing_videos_and_prompt_overrides(toy, tmp_path, capsys) -> None:
     assert f"{prompts / 'caption.txt'}: needs a system part, a line '===', then the user" in error
 
 
+@needs_real_clips
 def test_ids_that_read_alike_keep_their_own_clips(toy, tmp_path) -> None:
     """ "x y" and "x_y" (a pairs table's a/b.mp4 and a_b.mp4) make different clip names:
     neither's samples use the other's clips."""

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REAL_CLIPS
+from conftest import REAL_CLIPS, needs_real_clips
 from vans.vansdata.annotations import (
     AnnotatedVideo,
     AnnotationError,
@@ -99,6 +99,7 @@ def test_unreadable_files_are_one_line(tmp_path, text: str, message: str) -> Non
         load_videos(tmp_path / "missing.json", "coin")
 
 
+@needs_real_clips
 def test_the_real_pairs_table_and_its_clips() -> None:
     rows = load_pairs(REAL_CLIPS / "predictive_pairs.tsv")
     assert len(rows) == 4
@@ -144,6 +145,7 @@ def test_videos_are_found_by_id_anywhere_under_the_folder(tmp_path) -> None:
     assert find_video(index, "notes") is None
 
 
+@needs_real_clips
 def test_one_probe_gives_the_duration_and_the_rate_read_video_uses() -> None:
     from vans.data.probe import probe_video, video_duration
     from vans.data.video import read_video
