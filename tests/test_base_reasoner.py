@@ -12,10 +12,10 @@ import pytest
 import torch
 
 from vans.data.toyworld import ToyWorldConfig, iter_samples, write_toyworld
-from vans.data.toyworld.perception import option_sentence, place
+from vans.data.toyworld.perception import option_sentence, perception_mcqs, place
 from vans.data.toyworld.render import COLORS
 from vans.errors import VansError
-from vans.evaluation.bases import mcq_accuracy, mcq_scores
+from vans.evaluation.bases import MCQ_KINDS, mcq_accuracy, mcq_scores
 from vans.models.checkpoint import init_tiny, load_checkpoint
 from vans.models.prompting import ASSISTANT_PROMPT, SYSTEM_PROMPT
 from vans.training.base_reasoner import (
@@ -43,6 +43,33 @@ def test_option_sentences_answer_the_question() -> None:
     how = {"kind": "motion", "question": "How?", "options": ["is still", "moves left"], "answer": 0}
     assert [option_sentence(which, i) for i in range(2)] == ["The red circle.", "The blue circle."]
     assert option_sentence(how, 1) == "It moves left."
+
+
+def _fact(color: str, shape: str, motion: str = "is still") -> dict:
+    return {"name": f"{color} {shape}", "color": color, "shape": shape, "motion": motion,
+            "position": [0.5, 0.5]}  # fmt: skip
+
+
+def test_the_shape_question_asks_for_the_shape_of_the_one_object_of_a_colour() -> None:
+    # Only the blue square is the one object of its colour: the question names the colour and
+    # its options differ in shape alone, so colour cannot answer it.
+    objects = [
+        _fact("red", "circle", "moves right"),
+        _fact("red", "triangle"),
+        _fact("blue", "square"),
+    ]
+    for seed in range(5):
+        [shape] = [
+            m for m in perception_mcqs(np.random.default_rng(seed), objects) if m["kind"] == "shape"
+        ]
+        assert shape["question"] == "Which blue object appears in the video?"
+        assert sorted(shape["options"]) == ["blue circle", "blue square", "blue triangle"]
+        assert shape["options"][shape["answer"]] == "blue square"
+    # No object alone in its colour (or only layers): no shape question.
+    same = [_fact("red", "circle", "moves right"), _fact("red", "square")]
+    assert all(m["kind"] != "shape" for m in perception_mcqs(np.random.default_rng(0), same))
+    layers = [_fact("green", "layer")]
+    assert all(m["kind"] != "shape" for m in perception_mcqs(np.random.default_rng(0), layers))
 
 
 def test_mcq_scores_are_the_summed_log_likelihoods_of_the_options(tiny_checkpoint: Path) -> None:
@@ -154,7 +181,7 @@ def test_base_reasoner_trains_every_parameter_and_saves_a_plain_vans_reasoner(
     assert trainable == {n for n, _ in task.model.named_parameters()}
     assert any(n.startswith("model.visual.") for n in trainable)
     # Held out: multiple-choice items only, each with its kind and right option.
-    assert all(item["kind"] in ("appearance", "mover", "motion") for item in task.eval_dataset())
+    assert all(item["kind"] in MCQ_KINDS for item in task.eval_dataset())
     before = {n: p.detach().clone() for n, p in task.model.named_parameters()}
     train(task, config.train)
     moved = {n for n, p in task.model.named_parameters() if not (p == before[n]).all()}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -26,6 +27,7 @@ from vans.evaluation.report import results_markdown
 from vans.evaluation.runner import EvalResult
 from vans.models.checkpoint import load_checkpoint, load_settings
 from vans.recipes.toybases import (
+    BASE_FILE,
     CHECK_SAMPLES,
     EMBEDDER_DIR,
     BasesError,
@@ -52,6 +54,7 @@ BASE_RUNS = (
     "reasoner",
     "reasoner_more",
     "reasoner_more2",
+    "reasoner_shape",
     "renderer_vae",
     "renderer_vae_long",
     "renderer_t2v",
@@ -116,13 +119,55 @@ def test_a_renderer_rebuild_keeps_the_reasoner_it_is_given(bases, tmp_path) -> N
     assert differing_files(bases / "vlm", rebuilt / "vlm") == []
     assert differing_files(bases / EMBEDDER_DIR, rebuilt / EMBEDDER_DIR) == []
     old, new = base_info(bases), base_info(rebuilt)
-    for name in ("reasoner", "reasoner_more", "reasoner_more2"):
+    for name in ("reasoner", "reasoner_more", "reasoner_more2", "reasoner_shape"):
         assert new["figures"][name] == old["figures"][name]
         assert new["timings_s"][name] == old["timings_s"][name]
         kept = bases / "training" / f"{name}.yaml"
         assert (rebuilt / "training" / f"{name}.yaml").read_bytes() == kept.read_bytes()
     assert "renderer_vae_long" in new["timings_s"]
     assert new["recipe"]["reasoner_from"] == str(bases)
+
+
+def test_a_continued_base_trains_only_the_runs_it_lacks(bases, tmp_path) -> None:
+    # A base made before the last reasoner run existed: its base.json has no figures for it.
+    older = tmp_path / "older"
+    shutil.copytree(bases, older)
+    info = base_info(older)
+    del info["figures"]["reasoner_shape"], info["timings_s"]["reasoner_shape"]
+    (older / BASE_FILE).write_text(json.dumps(info))
+    continued = run_toybases(quick_bases(tmp_path / "continued", continue_from=str(older)))
+    trained = sorted(p.name for p in (tmp_path / "continued").iterdir() if p.name in BASE_RUNS)
+    assert trained == ["reasoner_shape"]
+    assert not (tmp_path / "continued" / "data" / "judge").exists()
+    # The run continued from the older base's reasoner; the renderer and judge are its own.
+    start = yaml.safe_load((tmp_path / "continued" / "reasoner_shape" / "config.yaml").read_text())
+    assert start["checkpoint"] == str(older)
+    assert differing_files(older / "vdm", continued / "vdm") == []
+    assert differing_files(older / EMBEDDER_DIR, continued / EMBEDDER_DIR) == []
+    assert differing_files(older / "vlm", continued / "vlm") != []
+    new = base_info(continued)
+    for name in set(BASE_RUNS) - {"reasoner_shape"}:
+        assert new["figures"][name] == info["figures"][name]
+        assert new["timings_s"][name] == info["timings_s"][name]
+    assert "reasoner_shape" in new["timings_s"]
+    # A base that has every run: nothing trains, the weights are the same.
+    again = run_toybases(quick_bases(tmp_path / "again", continue_from=str(bases)))
+    assert not any(p.name in BASE_RUNS for p in (tmp_path / "again").iterdir())
+    assert differing_files(bases / "vlm", again / "vlm") == []
+
+
+def test_a_base_whose_runs_do_not_begin_a_chain_is_refused(bases, tmp_path) -> None:
+    holed = tmp_path / "holed"
+    shutil.copytree(bases, holed)
+    info = base_info(holed)
+    del info["figures"]["reasoner_more"]
+    (holed / BASE_FILE).write_text(json.dumps(info))
+    with pytest.raises(BasesError, match=r"reasoner runs .* are not the start of"):
+        run_toybases(quick_bases(tmp_path / "out", continue_from=str(holed)))
+    with pytest.raises(BasesError, match="not both"):
+        run_toybases(
+            quick_bases(tmp_path / "out", continue_from=str(bases), reasoner_from=str(bases))
+        )
 
 
 def test_a_renderer_rebuild_refuses_what_is_not_a_base(tmp_path) -> None:

@@ -107,7 +107,8 @@ def toybases(
         typer.Option(
             "--set",
             help="RUN:KEY=VALUE override of one run's config (runs: embedder, reasoner, "
-            "reasoner_more, reasoner_more2, renderer_vae, renderer_vae_long, renderer_t2v), "
+            "reasoner_more, reasoner_more2, reasoner_shape, renderer_vae, renderer_vae_long, "
+            "renderer_t2v), "
             "e.g. --set reasoner:train.steps=100 (repeat).",
         ),
     ] = None,
@@ -120,6 +121,13 @@ def toybases(
             help="Keep this base's reasoner and judge (e.g. the shipped one, printed by "
             "`python -c 'import vans.assets as a; print(a.TOYWORLD_BASE)'`): train the "
             "renderer only."
+        ),
+    ] = None,
+    continue_from: Annotated[
+        Path | None,
+        typer.Option(
+            help="Keep every run this base has, and its judge: train only the runs it "
+            "lacks (e.g. reasoner_shape for the shipped base), each from its weights."
         ),
     ] = None,
     threads: Threads = None,
@@ -142,6 +150,7 @@ def toybases(
         train_num=train_num,
         overrides=_run_overrides(override),
         reasoner_from=None if reasoner_from is None else str(reasoner_from),
+        continue_from=None if continue_from is None else str(continue_from),
     )
     base = run_toybases(config, console, overwrite=overwrite)
     console.print(f"toy bases: {base}")

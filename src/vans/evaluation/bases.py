@@ -3,8 +3,9 @@ the renderer draw?
 
 * Reasoner: accuracy on the perception multiple-choice questions of held-out toy clips
   (`extra["perception_mcq"]`: which object of a shape appears, which object moves, how one
-  moves), overall and per kind. An option is the model's answer when it finds its sentence
-  the most likely (`mcq_scores`, lm-eval-harness's `acc`), so nothing depends on decoding.
+  moves, which shape an object of a colour has), overall and per kind. An option is the
+  model's answer when it finds its sentence the most likely (`mcq_scores`,
+  lm-eval-harness's `acc`), so nothing depends on decoding.
 * Renderer VAE: PSNR of reconstructions of held-out clips (target clips and input clips,
   each at the renderer's frame count and size) and the share of objects whose colour the
   reconstruction's last frame shows where the facts put it (`toy_truth.colours_visible`,
@@ -33,7 +34,7 @@ from vans.models.prompting import ASSISTANT_PROMPT
 from vans.models.vdm import Renderer, video_to_uint8, video_to_unit
 from vans.models.vlm import Reasoner
 
-MCQ_KINDS = ("appearance", "mover", "motion")
+MCQ_KINDS = ("appearance", "mover", "motion", "shape")
 
 
 @torch.no_grad()

@@ -54,6 +54,7 @@ RUNS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "reasoner": ("base-reasoner", "base_reasoner", ()),
     "reasoner_more": ("base-reasoner", "base_reasoner_more", ()),
     "reasoner_more2": ("base-reasoner", "base_reasoner_more", ("train.seed=2",)),
+    "reasoner_shape": ("base-reasoner", "base_reasoner_shape", ()),
     "renderer_vae": ("vae", "base_renderer_vae", ()),
     "renderer_vae_long": ("vae", "base_renderer_vae_long", ()),
     "renderer_t2v": ("sft-vdm", "base_renderer_t2v", ()),
@@ -61,14 +62,15 @@ RUNS: dict[str, tuple[str, str, tuple[str, ...]]] = {
 """Run name -> (stage, config file in the configs directory, the run's own overrides)."""
 
 CHAINS: dict[str, tuple[str, ...]] = {
-    "reasoner": ("reasoner", "reasoner_more", "reasoner_more2"),
+    "reasoner": ("reasoner", "reasoner_more", "reasoner_more2", "reasoner_shape"),
     "renderer": ("renderer_vae", "renderer_vae_long", "renderer_t2v"),
 }
 """Each base's runs in training order: the first starts from the random init checkpoint,
-each next one from the previous one's final weights. The reasoner trains in three runs,
+each next one from the previous one's final weights. The reasoner trains in four runs,
 each a warm restart of the learning rate from the last: held-out multiple choice was still
-rising when a cosine schedule ended (run 1: 55% at step 1800, 29% at step 200). The VAE
-trains on cheap 9-frame clips, then briefly on the 17 frames the renderer draws."""
+rising when a cosine schedule ended (run 1: 55% at step 1800, 29% at step 200); the fourth
+was added when the base was found blind to shape (docs/toybases.md). The VAE trains on
+cheap 9-frame clips, then briefly on the 17 frames the renderer draws."""
 
 
 CHECK_SAMPLES = 8
@@ -100,15 +102,45 @@ class ToyBasesConfig:
     reasoner_from: str | None = None
     """A base directory (e.g. the shipped one) whose reasoner and judge to keep, with their
     training configs and figures: only the renderer trains (its two hours of CPU, not the
-    reasoner's three). None trains all of them."""
+    reasoner's), with any reasoner run the base lacks. None trains all of them."""
+    continue_from: str | None = None
+    """A base directory whose runs (those its base.json has figures for) count as done, with
+    its judge: only the runs of `CHAINS` it lacks train, each chain continuing from that
+    base's weights. How a run added to a chain reaches an existing base without the hours
+    of the runs before it."""
+
+    @property
+    def kept_base(self) -> Path | None:
+        """The base whose runs and judge this recipe keeps, if any."""
+        kept = self.reasoner_from or self.continue_from
+        return None if kept is None else Path(kept)
+
+    def kept_runs(self) -> list[str]:
+        """The runs taken from `kept_base` rather than trained."""
+        base = self.kept_base
+        if base is None:
+            return []
+        done = base_info(base)["figures"]
+        # --reasoner-from keeps only the reasoner (the renderer trains anew).
+        runs = CHAINS["reasoner"] if self.reasoner_from is not None else tuple(RUNS)
+        return [run for run in runs if run in done]
 
     def check(self) -> None:
-        if self.reasoner_from is not None:
-            base = Path(self.reasoner_from)
-            if not (base / BASE_FILE).is_file():
+        if self.reasoner_from is not None and self.continue_from is not None:
+            raise BasesError("pass --reasoner-from or --continue-from, not both")
+        base = self.kept_base
+        if base is not None and not (base / BASE_FILE).is_file():
+            raise BasesError(
+                f"{base}: not a toy base (no {BASE_FILE}); pass the base/ directory of "
+                "`vans reproduce toybases` or vans.assets.TOYWORLD_BASE"
+            )
+        kept = set(self.kept_runs())
+        for chain, runs in CHAINS.items():
+            done = [run in kept for run in runs]
+            if done != sorted(done, reverse=True):  # what a base has must begin its chain
+                have = [run for run in runs if run in kept]
                 raise BasesError(
-                    f"{base}: not a toy base (no {BASE_FILE}); pass the base/ directory of "
-                    "`vans reproduce toybases` or vans.assets.TOYWORLD_BASE"
+                    f"{base}: its {chain} runs {have} are not the start of {list(runs)}"
                 )
         known = {"embedder", *RUNS}
         unknown = sorted(set(self.overrides) - known)
@@ -149,15 +181,15 @@ class _Bases:
 
     def data(self) -> None:
         for split, toy in base_splits(self.config).items():
-            if split == "judge" and self.config.reasoner_from is not None:
+            if split == "judge" and self.config.kept_base is not None:
                 continue  # only the embedder trains on it
             if not self.manifest(split).is_file():
                 with self.step(f"data/{split}"):
                     write_toyworld(toy, self.out / "data" / split)
 
     def embedder(self) -> Path:
-        if self.config.reasoner_from is not None:
-            return Path(self.config.reasoner_from) / EMBEDDER_DIR
+        if self.config.kept_base is not None:
+            return self.config.kept_base / EMBEDDER_DIR
         out = self.out / EMBEDDER_DIR
         if not out.is_dir():
             with self.step("embedder"):
@@ -206,14 +238,15 @@ class _Bases:
             shutil.copytree(renderer / "vdm", tmp / "vdm")
             shutil.copytree(embedder, tmp / EMBEDDER_DIR)
             (tmp / "training").mkdir()
-            kept = set(CHAINS["reasoner"]) if self.config.reasoner_from is not None else set()
+            kept = self.config.kept_runs()
             figures, timings = {}, {k: round(v, 1) for k, v in self.timings.items()}
             if kept:
-                previous = base_info(reasoner)
+                source = self.config.kept_base
+                previous = base_info(source)
                 timings |= {run: previous["timings_s"][run] for run in kept}
             for run in RUNS:
                 if run in kept:
-                    shutil.copy(reasoner / "training" / f"{run}.yaml", tmp / "training")
+                    shutil.copy(source / "training" / f"{run}.yaml", tmp / "training")
                     figures[run] = previous["figures"][run]
                 else:
                     shutil.copy(self.out / run / "config.yaml", tmp / "training" / f"{run}.yaml")
@@ -255,14 +288,12 @@ def run_toybases(
         with bases.step("init"):
             init_tiny(init, preset=config.preset)
     embedder = bases.embedder()
+    kept = config.kept_runs()
     finals = {}
-    if config.reasoner_from is not None:
-        finals["reasoner"] = Path(config.reasoner_from)
     for base, runs in CHAINS.items():
-        if base in finals:
-            continue
-        start = init
-        for run in runs:
+        todo = [run for run in runs if run not in kept]
+        start = init if len(todo) == len(runs) else config.kept_base
+        for run in todo:
             start = bases.train(run, start)
         finals[base] = start
     return bases.assemble(finals["reasoner"], finals["renderer"], embedder)

@@ -144,7 +144,8 @@ def _mcq(
 
 def perception_mcqs(rng: np.random.Generator, objects: list[dict[str, Any]]) -> list[dict]:
     """Multiple-choice questions about a clip: which object of a shape appears, which
-    object moves (when one does), and how a drawn object moves."""
+    object moves (when one does), how a drawn object moves, and which shape an object of a
+    colour has."""
     things = list(objects)
     if not things:
         return []
@@ -174,6 +175,18 @@ def perception_mcqs(rng: np.random.Generator, objects: list[dict[str, Any]]) -> 
         o = solid[int(rng.integers(len(solid)))]
         out.append(
             _mcq(rng, f"How does the {o['name']} move?", o["motion"], list(MOTIONS), "motion")
+        )
+    # Shape given colour: the other questions can be answered from colour alone ("which
+    # circle" names the shape, a mover's distractors differ in colour), and a reasoner that
+    # only sees colour captions "the orange square" for an orange circle. Drawn last, so the
+    # questions above are the same as before it existed.
+    colours = [o["color"] for o in solid]
+    lone = [o for o in solid if colours.count(o["color"]) == 1]
+    if lone:
+        o = lone[int(rng.integers(len(lone)))]
+        wrong = [f"{o['color']} {s}" for s in SHAPES]
+        out.append(
+            _mcq(rng, f"Which {o['color']} object appears in the video?", o["name"], wrong, "shape")
         )
     return out
 
