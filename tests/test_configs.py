@@ -26,6 +26,7 @@ STAGES = {
     "joint_grpo_stage2": JointGRPOVDMConfig,
     "base_reasoner": BaseReasonerConfig,
     "base_reasoner_more": BaseReasonerConfig,
+    "base_reasoner_shape": BaseReasonerConfig,
     "base_renderer_vae": VAEConfig,
     "base_renderer_vae_long": VAEConfig,
     "base_renderer_t2v": SFTVDMConfig,
