@@ -86,11 +86,6 @@ def test_protocol_size_toy_world_through_the_dataset(tmp_path) -> None:
         assert np.ptp(item["target_frames"].numpy()) > 100  # objects, not a blank clip
 
 
-@pytest.mark.xfail(
-    reason="known (issue 15): some MP4s differ in bytes between two processes run at once, "
-    "even with one x264 thread; the cause is not found yet",
-    strict=False,
-)
 def test_demo_in_two_processes_writes_the_same_bytes(tmp_path, tiny_checkpoint) -> None:
     """Same seed, same bytes: every file of the demo (answers, page, its toy scenes)."""
     command = ["demo", "--checkpoint", str(tiny_checkpoint), "--scenes", "2"]

@@ -210,11 +210,6 @@ def test_cli_predict_in_bfloat16(tiny_checkpoint, toy_video, tmp_path) -> None:
     assert read_video(tmp_path / report["answers"][0]["video"]).frames.shape == (17, 64, 64, 3)
 
 
-@pytest.mark.xfail(
-    reason="known (issue 15): some MP4s differ in bytes between two processes run at once, "
-    "even with one x264 thread; the cause is not found yet",
-    strict=False,
-)
 def test_predict_in_two_processes_writes_the_same_answers(tiny_checkpoint, toy_video, tmp_path):
     """Same seed, same bytes: the answer MP4s and every field of prediction.json but the
     timings, from two processes running at once."""

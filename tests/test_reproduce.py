@@ -329,8 +329,8 @@ def test_every_stage_has_the_train_command_the_recipe_runs(stage, capsys) -> Non
 
 @pytest.mark.slow
 @pytest.mark.xfail(
-    reason="known (issue 15): a second process writes some toy MP4s and the trained weights "
-    "with other bytes; the toy world, predict and demo alone are byte-identical",
+    reason="issue 15: before x264 was kept off AVX-512 a second process wrote some toy MP4s "
+    "and so the trained weights with other bytes; not rerun since that fix",
     strict=False,
 )
 def test_recipe_in_another_process_writes_the_same_bytes(recipe, tmp_path) -> None:

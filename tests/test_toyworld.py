@@ -200,11 +200,6 @@ def test_cli_bad_option_is_one_clear_error(tmp_path, capsys) -> None:
     assert code == 2 and "families" in err and "Traceback" not in err
 
 
-@pytest.mark.xfail(
-    reason="known (issue 15): some MP4s differ in bytes between two processes run at once, "
-    "even with one x264 thread; the cause is not found yet",
-    strict=False,
-)
 def test_two_processes_write_the_same_bytes(tmp_path) -> None:
     """Same seed, same bytes, across processes running at once (the MP4 encoder included)."""
     a, b = run_in_two_processes(["data", "toyworld", "--num", "6", "--seed", "5"], tmp_path)

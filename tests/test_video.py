@@ -286,6 +286,27 @@ def test_write_mp4_round_trip(tmp_path: Path, h: int, w: int) -> None:
     assert [p.name for p in path.parent.iterdir()] == ["out.mp4"]  # no temp file left
 
 
+def test_write_mp4_gives_the_same_bytes_every_time(tmp_path: Path) -> None:
+    """Same frames, same bytes, whatever the process did before. With x264's AVX-512 code
+    (an AVX-512 CPU, before `_mp4_options` capped it at AVX2), 1 to 4 of these 96 clips came
+    out with other bytes on their second encode in each of 3 runs (docs/reliability.md)."""
+    from vans.data.toyworld.long import write_long_videos
+
+    videos = write_long_videos(tmp_path / "long", num_videos=2, steps=4).videos
+    differing = []
+    for _ in range(12):
+        for name in ("toytower0-000", "toytower0-001"):
+            for start in (0.5, 2.5, 4.5, 6.5):
+                clip = read_video(videos / f"{name}.mp4", start=start, end=start + 1.5, fps=16)
+                first, second = (
+                    write_mp4(tmp_path / f"{i}.mp4", clip.frames, clip.fps).read_bytes()
+                    for i in range(2)
+                )
+                if first != second:
+                    differing.append((name, start))
+    assert differing == []
+
+
 def test_write_mp4_fractional_fps(tmp_path: Path) -> None:
     path = write_mp4(tmp_path / "out.mp4", gradient_frames(24, 32, 32), fps=23.976)
     assert mp4_stream_info(path)[2] == Fraction(2997, 125)

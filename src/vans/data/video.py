@@ -25,6 +25,7 @@ front looks like) raises `VideoError` rather than returning a silently shortened
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -50,9 +51,34 @@ PROTOCOL_SIZE: tuple[int, int] = (352, 640)
 _EPS = 1e-6
 # Frames per interpolate call: bounds float32 memory to ~100 MB at protocol size.
 _RESIZE_CHUNK = 32
-# One encoder thread: x264's threaded rate control and lookahead may decide differently from
-# run to run, and "same seed, same bytes" covers every MP4 vans writes.
+# "Same seed, same bytes" covers every MP4 vans writes. One encoder thread: x264's threaded
+# rate control and lookahead may decide differently from run to run.
 _MP4_OPTIONS = {"crf": "18", "preset": "fast", "threads": "1"}
+
+
+@functools.cache
+def _mp4_options() -> dict[str, str]:
+    """`_MP4_OPTIONS`, with x264's AVX-512 code left out on a CPU that has it.
+
+    With AVX-512, libx264 (PyAV's build) encodes the same frames to different bytes from
+    run to run, depending on what the process did before (in about one encode in ten after
+    torch work, seen on AMD EPYC / Zen 4); turning off the macroblock tree or capping its
+    assembly at AVX2 both make it repeatable, and the AVX2 output is the bytes AVX-512 gives
+    in most runs. docs/determinism.md has the measurement.
+    """
+    if not _cpu_has_avx512():
+        return _MP4_OPTIONS
+    return {**_MP4_OPTIONS, "x264-params": "asm=AVX2"}  # x264's name for "up to AVX2"
+
+
+def _cpu_has_avx512() -> bool:
+    try:
+        cpuinfo = Path("/proc/cpuinfo").read_text()
+    except OSError:  # not Linux: x264 detects the CPU itself
+        return False
+    return any(
+        line.startswith("flags") and "avx512f" in line.split() for line in cpuinfo.splitlines()
+    )
 
 
 class VideoError(VansError):
@@ -337,7 +363,7 @@ def write_mp4(path: str | Path, frames: torch.Tensor, fps: float) -> Path:
         _atomic_output(path) as tmp,
         av.open(str(tmp), "w", format="mp4", options={"movflags": "faststart"}) as out,
     ):
-        stream = out.add_stream("libx264", rate=rate, options=_MP4_OPTIONS)
+        stream = out.add_stream("libx264", rate=rate, options=_mp4_options())
         stream.height, stream.width = frames.shape[1:3]
         stream.pix_fmt = "yuv420p"
         for i, frame in enumerate(frames.numpy()):
