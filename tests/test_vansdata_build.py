@@ -26,7 +26,7 @@ from vans.cli.main import run
 from vans.data.manifest import validate_manifest
 from vans.data.probe import video_duration
 from vans.data.schema import TaskType
-from vans.data.toyworld.long import TASK, LongVideos, write_long_videos
+from vans.data.toyworld.long import RECIPE_TYPE, TASK, LongVideos, write_long_videos
 from vans.data.video import read_video
 from vans.vansdata.records import safe_name
 
@@ -152,11 +152,22 @@ def test_youcook2_and_activitynet_annotations(toy, tmp_path, fmt: str) -> None:
         j = sample.extra["steps"][1]
         assert sample.answer == truth_of(toy.colours[sample.extra["videos"][0]][j])
         assert sample.source == fmt
+    if fmt == "youcook2":  # the task is the recipe type's number
+        assert {s.extra["task_name"] for s in samples} == {RECIPE_TYPE}
     if fmt == "activitynet":  # predictive: the question and reasoning come from the input
         assert {s.task for s in samples} == {TaskType.PREDICTIVE}
         assert all(s.question == "What happens next?" for s in samples)
         assert all("leak" in s.extra["provenance"] for s in samples)
         assert report["calls"]["writer"]["calls"] == 12  # 6 written, 6 leak checks
+
+
+def test_youcook2_task_names_name_the_recipe_for_the_writer(toy, tmp_path) -> None:
+    build(toy, tmp_path / "out", "--format", "youcook2", "--task-names", str(toy.task_names),
+          annotations=toy.youcook2)  # fmt: skip
+    samples = validate_manifest(tmp_path / "out" / "manifest.jsonl").samples
+    assert {s.extra["task_name"] for s in samples} == {TASK}
+    # the writer is given the name (the offline writer puts the task it is given in the question)
+    assert {s.question for s in samples} == {f"My task: {TASK}. What should I do next?"}
 
 
 @needs_real_clips
@@ -379,6 +390,10 @@ def test_bad_options_and_inputs_fail_before_the_folder_is_claimed(toy, tmp_path,
             *good, "--captioner", "http://127.0.0.1:99999/v1#m"],
         "--captioner local:/nonexistent: the model directory /nonexistent does not exist": [
             *good, "--captioner", "local:/nonexistent"],
+        "--task-names names the recipe types of coin or youcook2 videos; --format activitynet": [
+            *good, "--format", "activitynet", "--task-names", str(toy.task_names)],
+        f"{toy.annotations}: video toytower0-000: recipe_type: 0 is not in --task-names": [
+            *good, "--task-names", str(toy.task_names)],
     }  # fmt: skip
     for message, args in bad.items():
         assert run([*command, *args]) == 2, message

@@ -18,6 +18,7 @@ from vans.vansdata.annotations import (
     Step,
     find_video,
     load_pairs,
+    load_task_names,
     load_videos,
     resolve_pair_path,
     video_index,
@@ -41,10 +42,46 @@ def test_coin_steps_in_time_order_with_the_task(tmp_path) -> None:
 
 
 def test_youcook2_reads_sentences_and_recipe_type(tmp_path) -> None:
+    # as youcookii_annotations_trainval.json has it: `annotations`, a string recipe_type
     step = {"segment": [90, 102], "id": 0, "sentence": "spread margarine"}
-    yc2 = {"database": {"GLd3aX16zBg": {"recipe_type": "113", "annotation": [step]}}}
-    (video,) = load_videos(write(tmp_path / "yc2.json", yc2), "youcook2")
+    yc2 = {"database": {"GLd3aX16zBg": {"duration": 241.62, "subset": "training",
+           "recipe_type": "113", "annotations": [step], "video_url": "https://x"}}}  # fmt: skip
+    path = write(tmp_path / "yc2.json", yc2)
+    (video,) = load_videos(path, "youcook2")
     assert video.steps == (Step(90.0, 102.0, "spread margarine"),) and video.task_name == "113"
+    # label_foodtype.csv: `id,name` rows, no header
+    names = tmp_path / "label_foodtype.csv"
+    names.write_text("101,pizza marghetta\n113,grilled cheese\n")
+    assert load_task_names(names) == {"101": "pizza marghetta", "113": "grilled cheese"}
+    (video,) = load_videos(path, "youcook2", load_task_names(names))
+    assert video.task_name == "grilled cheese"
+    # COIN's singular key is not YouCook2's
+    yc2["database"]["GLd3aX16zBg"]["annotation"] = yc2["database"]["GLd3aX16zBg"].pop("annotations")
+    with pytest.raises(AnnotationError) as caught:
+        load_videos(write(path, yc2), "youcook2")
+    assert str(caught.value) == (
+        f"{path}: video GLd3aX16zBg: annotations: must be a non-empty list of steps"
+    )
+
+
+def test_task_names_that_miss_a_recipe_or_are_malformed_are_listed(tmp_path) -> None:
+    step = {"segment": [0, 2], "id": 0, "sentence": "crack eggs"}
+    yc2 = {"database": {"a": {"recipe_type": "113", "annotations": [step]},
+                        "b": {"recipe_type": "999", "annotations": [step]}}}  # fmt: skip
+    path = write(tmp_path / "yc2.json", yc2)
+    names = tmp_path / "names.csv"
+    names.write_text("113,omelette\n")
+    with pytest.raises(AnnotationError) as caught:
+        load_videos(path, "youcook2", load_task_names(names))
+    assert str(caught.value) == f"{path}: video b: recipe_type: '999' is not in --task-names"
+    names.write_text("113,omelette\n114\n115,soup,extra\n113,fried egg\n")
+    with pytest.raises(AnnotationError) as caught:
+        load_task_names(names)
+    assert str(caught.value).splitlines() == [
+        f"{names}: line 2: must be id,name, got '114'",
+        f"{names}: line 3: must be id,name, got '115,soup,extra'",
+        f"{names}: line 4: id '113' is named twice",
+    ]
 
 
 def test_activitynet_pairs_timestamps_with_sentences(tmp_path) -> None:

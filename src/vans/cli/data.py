@@ -159,6 +159,10 @@ def build(
     source: Annotated[
         str | None, typer.Option(help="The manifest's source (default: --format).")
     ] = None,
+    task_names: Annotated[
+        Path | None,
+        typer.Option(help="CSV of id,name rows naming task ids (YouCook2's label_foodtype.csv)."),
+    ] = None,
     clip_fps: Annotated[
         float, typer.Option(help="Clips are resampled to at most this rate (> 0).")
     ] = 16.0,
@@ -202,6 +206,7 @@ def build(
         fmt,  # type: ignore[arg-type]
         videos,
         source=source,
+        task_names=task_names,
         clip_fps=clip_fps,
         min_seconds=min_seconds,
         max_skipped=max_skipped,
@@ -227,6 +232,7 @@ def build(
         "format": fmt,
         "videos": videos.resolve(),
         "source": source,
+        "task_names": task_names.resolve() if task_names is not None else None,
         "clip_fps": clip_fps,
         "min_seconds": min_seconds,
         "max_skipped": max_skipped,

@@ -2,8 +2,10 @@
 
 - COIN (`COIN.json`): {"database": {video id: {"recipe_type": int, "class": str,
   "annotation": [{"segment": [start, end], "label": str}, ...]}}}: procedural.
-- YouCook2 (`youcookii_annotations_trainval.json`): the same shape, steps in `sentence`
-  (`recipe_type` is a number there): procedural.
+- YouCook2 (`youcookii_annotations_trainval.json`): the same shape with the list under
+  `annotations` and steps in `sentence`; `recipe_type` is a number there, named by the
+  dataset's `label_foodtype.csv` (rows `id,name`, no header; `load_task_names`):
+  procedural.
 - ActivityNet Captions (`train.json`): {video id: {"duration": s, "timestamps": [[start,
   end], ...], "sentences": [...]}}: predictive (open-domain events).
 - A pairs table (TSV with `video1_path`, `video2_path` columns, as the authors' predictive
@@ -81,17 +83,25 @@ class PairRow:
     target: str
 
 
-def load_videos(path: str | Path, fmt: Format) -> list[AnnotatedVideo]:
-    """The annotated videos of a COIN, YouCook2 or ActivityNet Captions file."""
+def load_videos(
+    path: str | Path, fmt: Format, task_names: dict[str, str] | None = None
+) -> list[AnnotatedVideo]:
+    """The annotated videos of a COIN, YouCook2 or ActivityNet Captions file. A video's task
+    is `task_names[recipe_type]` when given (every recipe type it lacks is a problem), else
+    COIN's `class`, else the recipe type."""
     path = Path(path)
     if fmt == "pairs":
         raise ValueError("a pairs table has rows, not videos: use load_pairs")
     data = _json(path)
     problems: list[str] = []
     if fmt == "activitynet":
+        if task_names is not None:
+            raise ValueError("ActivityNet Captions videos have no task to name")
         videos = _activitynet(data, problems)
+    elif fmt == "coin":
+        videos = _database(data, "annotation", "label", task_names, problems)
     else:
-        videos = _database(data, "label" if fmt == "coin" else "sentence", problems)
+        videos = _database(data, "annotations", "sentence", task_names, problems)
     if not problems and not videos:
         problems.append("no annotated videos")
     if problems:
@@ -125,8 +135,14 @@ def _json(path: Path) -> Any:
     raise AnnotationError(path, [reason])
 
 
-def _database(data: Any, text_key: str, problems: list[str]) -> list[AnnotatedVideo]:
-    """COIN and YouCook2: `database` -> video id -> `annotation` list."""
+def _database(
+    data: Any,
+    list_key: str,
+    text_key: str,
+    task_names: dict[str, str] | None,
+    problems: list[str],
+) -> list[AnnotatedVideo]:
+    """COIN and YouCook2: `database` -> video id -> a list of steps under `list_key`."""
     database = data.get("database") if isinstance(data, dict) else None
     if not isinstance(database, dict):
         problems.append("database: required object (video id -> entry) is missing")
@@ -137,26 +153,30 @@ def _database(data: Any, text_key: str, problems: list[str]) -> list[AnnotatedVi
         if not isinstance(entry, dict):
             problems.append(f"{where}: must be an object")
             continue
-        annotation = entry.get("annotation")
+        annotation = entry.get(list_key)
         if not isinstance(annotation, list) or not annotation:
-            problems.append(f"{where}: annotation: must be a non-empty list of steps")
+            problems.append(f"{where}: {list_key}: must be a non-empty list of steps")
             continue
         steps = []
         for i, item in enumerate(annotation):
             if not isinstance(item, dict):
-                problems.append(f"{where}: annotation[{i}]: must be an object")
+                problems.append(f"{where}: {list_key}[{i}]: must be an object")
                 continue
             step = _step(
                 item.get("segment"),
                 item.get(text_key),
-                f"{where}: annotation[{i}]",
+                f"{where}: {list_key}[{i}]",
                 text_key,
                 problems,
             )
             if step is not None:
                 steps.append(step)
-        task = entry.get("class", entry.get("recipe_type"))
-        videos.append(AnnotatedVideo(str(vid), _in_order(steps), _task_name(task)))
+        recipe = entry.get("recipe_type")
+        if task_names is None:
+            task = _task_name(entry.get("class", recipe))
+        elif (task := task_names.get(str(recipe))) is None:
+            problems.append(f"{where}: recipe_type: {recipe!r} is not in --task-names")
+        videos.append(AnnotatedVideo(str(vid), _in_order(steps), task))
     return videos
 
 
@@ -212,6 +232,26 @@ def _in_order(steps: list[Step]) -> tuple[Step, ...]:
 
 def _task_name(value: Any) -> str | None:
     return None if value is None else str(value)
+
+
+def load_task_names(path: str | Path) -> dict[str, str]:
+    """Task id -> name from a CSV of `id,name` rows without a header (YouCook2's
+    `label_foodtype.csv`)."""
+    path = Path(path)
+    names: dict[str, str] = {}
+    problems = []
+    for line, row in enumerate(csv.reader(_read(path).splitlines()), start=1):
+        if not row or not "".join(row).strip():
+            continue
+        if len(row) != 2 or not row[0].strip() or not row[1].strip():
+            problems.append(f"line {line}: must be id,name, got {','.join(row)!r}")
+        elif names.setdefault(row[0].strip(), row[1].strip()) != row[1].strip():
+            problems.append(f"line {line}: id {row[0].strip()!r} is named twice")
+    if not problems and not names:
+        problems.append("no rows")
+    if problems:
+        raise AnnotationError(path, problems)
+    return names
 
 
 def load_pairs(path: str | Path) -> list[PairRow]:

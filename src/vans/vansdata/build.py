@@ -41,6 +41,7 @@ from vans.vansdata.annotations import (
     check_videos_folder,
     find_video,
     load_pairs,
+    load_task_names,
     load_videos,
     resolve_pair_path,
     video_index,
@@ -66,6 +67,8 @@ class BuildSettings:
     videos: Path
     source: str | None = None
     """The manifest's `source` (default: the format's name)."""
+    task_names: Path | None = None
+    """CSV of `id,name` naming the videos' task ids (YouCook2's `label_foodtype.csv`)."""
     clip_fps: float | None = 16.0
     min_seconds: float = 1.0
     max_skipped: int = 1
@@ -86,6 +89,11 @@ class BuildSettings:
             raise VansError("--max-skipped must be >= 0 and --chunk >= 1")
         if self.source is not None and (why := check_sample_id(self.source)) is not None:
             raise VansError(f"--source {why} (it starts every sample id and clip name)")
+        if self.task_names is not None and self.format in ("activitynet", "pairs"):
+            raise VansError(
+                f"--task-names names the recipe types of coin or youcook2 videos; "
+                f"--format {self.format} has none"
+            )
 
 
 @dataclass(frozen=True)
@@ -105,7 +113,8 @@ def load_inputs(settings: BuildSettings) -> Inputs:
         written = (p for r in rows for p in (r.input, r.target))
         _distinct_names(written, _table_name, "pairs-table clips")
         return Inputs([], {}, rows)
-    videos = load_videos(settings.annotations, settings.format)
+    names = load_task_names(settings.task_names) if settings.task_names is not None else None
+    videos = load_videos(settings.annotations, settings.format, names)
     _distinct_names((v.id for v in videos), safe_name, "video ids")
     index = video_index(settings.videos)
     return Inputs(videos, {v.id: find_video(index, v.id) for v in videos}, [])

@@ -20,10 +20,12 @@ import torch
 from vans.data.toyworld.render import COLORS, FLOOR_Y, render
 from vans.data.toyworld.scene import boxed, object_sprite, path
 from vans.data.video import write_mp4
-from vans.io import write_json
+from vans.io import write_json, write_text
 
 TASK = "build a tower"
 """The COIN `class` of every toy long video."""
+RECIPE_TYPE = "301"
+"""Its YouCook2 `recipe_type`, named TASK by the written `label_foodtype.csv`."""
 _HALF = 0.06  # a block's half-size (world units)
 
 
@@ -36,7 +38,9 @@ class LongVideos:
     annotations: Path
     """COIN-format JSON (`--annotations`, `--format coin`)."""
     youcook2: Path
-    """The same steps in YouCook2's format (`sentence`s)."""
+    """The same steps in YouCook2's format (`annotations` of `sentence`s)."""
+    task_names: Path
+    """YouCook2's `label_foodtype.csv` for them (`--task-names`)."""
     activitynet: Path
     """The same steps as ActivityNet Captions (`timestamps`, `sentences`)."""
     truth: Path
@@ -106,10 +110,11 @@ def write_long_videos(
         colours[vid] = picks
     youcook2 = {
         vid: {
-            "recipe_type": str(e["recipe_type"]),
+            "recipe_type": RECIPE_TYPE,
+            "subset": "training",
             "duration": e["duration"],
-            "annotation": [
-                {"id": a["id"], "segment": a["segment"], "sentence": a["label"]}
+            "annotations": [
+                {"id": int(a["id"]), "segment": a["segment"], "sentence": a["label"]}
                 for a in e["annotation"]
             ],
         }
@@ -127,6 +132,7 @@ def write_long_videos(
         out / "videos",
         write_json(out / "coin.json", {"database": database}),
         write_json(out / "youcook2.json", {"database": youcook2}),
+        write_text(out / "label_foodtype.csv", f"{RECIPE_TYPE},{TASK}\n"),
         write_json(out / "activitynet.json", activitynet),
         write_json(out / "truth.json", truth),
         colours,
