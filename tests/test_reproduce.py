@@ -9,6 +9,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -35,7 +36,7 @@ from vans.recipes.toybases import (
     base_info,
     run_toybases,
 )
-from vans.recipes.toyworld import RELEASE_FILE, release_caption_figures
+from vans.recipes.toyworld import RELEASE_FILE, _Inline, _Jobs, release_caption_figures
 from vans.training.stages import STAGES, train_command
 
 RUNS = ("sft_vlm", "sft_vdm", "sft_vdm_text_only", "joint_grpo_stage1", "joint_grpo_stage2")
@@ -319,6 +320,40 @@ def test_seeded_rows_show_mean_and_sample_std() -> None:
     # mean 0.3, sample std sqrt(((0.1)^2 + (0.1)^2) / 2) = 0.1
     assert "| M (3 seeds) | 0.1000 ± 0.0000 | 0.3000 ± 0.1000 | – | – | – |" in text
     assert "| M | 0.1000 | 0.2000 |" in results_markdown([result(0.2)])
+
+
+@pytest.mark.parametrize("pool", ["threads", "inline"])
+def test_jobs_start_when_what_they_need_is_done_and_stop_at_a_failure(pool) -> None:
+    """The recipe's schedule: a job runs once the job it needs is done (no worker held
+    waiting: one worker suffices for a chain), and after a failure no new job starts."""
+    ran: list[str] = []
+
+    def job(name: str, fail: bool = False):
+        def run_job(value: str) -> str:
+            ran.append(name)
+            if fail:
+                raise RuntimeError(f"{name} failed")
+            return f"{value}>{name}"
+
+        return run_job
+
+    with ThreadPoolExecutor(1) if pool == "threads" else _Inline() as executor:
+        jobs = _Jobs(executor)
+        a = jobs.start(job("a"), "start")
+        b = jobs.after(a, job("b"))
+        c = jobs.after(b, job("c"))
+        assert c.result(5) == "start>a>b>c" and ran == ["a", "b", "c"]
+
+        bad = jobs.after(c, job("bad", fail=True))
+        late = jobs.after(bad, job("after bad"))
+        with pytest.raises(RuntimeError, match="bad failed"):
+            late.result(5)
+        independent = jobs.after(
+            a, job("independent")
+        )  # needs only a, but starts after the failure
+        with pytest.raises(RuntimeError, match="bad failed"):
+            independent.result(5)
+    assert ran == ["a", "b", "c", "bad"]
 
 
 @pytest.mark.parametrize("stage", sorted(STAGES))

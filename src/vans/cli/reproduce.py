@@ -61,7 +61,8 @@ def toyworld(
         int,
         typer.Option(
             min=1,
-            help="Training stages at once (independent ones, as subprocesses sharing --threads).",
+            help="Jobs at once: independent training stages (subprocesses sharing --threads) "
+            "and the evaluations of finished models.",
         ),
     ] = _DEFAULTS.jobs,
     overwrite: Overwrite = False,

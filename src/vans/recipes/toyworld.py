@@ -118,11 +118,12 @@ class ToyRecipeConfig:
     strips: int = 6
     """Test samples shown as GIF strips (input | ground truth | each variant)."""
     jobs: int = 1
-    """Training stages run at once. 1: one after another in this process. More: stages that
-    do not depend on each other (the two SFT-VDM runs, the seeds' RL chains, the ablation)
-    run as `vans train` subprocesses, each with `threads // jobs` torch threads and its log
-    in its run directory; a stage's result does not depend on `jobs` beyond float rounding
-    of the thread count."""
+    """Jobs run at once. 1: one after another in this process. More: jobs that do not
+    depend on each other (the two SFT-VDM runs, the seeds' RL stages, the ablation, the
+    evaluation of every finished model) run side by side, training as `vans train`
+    subprocesses with `threads // jobs` torch threads and their logs in their run
+    directories, evaluations in this process; a stage's result does not depend on `jobs`
+    beyond float rounding of the thread count, and an evaluation's not at all."""
     threads: int | None = None
     """torch threads of the whole recipe (None: torch's choice)."""
 
@@ -209,6 +210,53 @@ class _Inline:
         future: Future = Future()
         future.set_result(fn(*args, **kwargs))
         return future
+
+
+class _Jobs:
+    """Jobs on executors, each submitted once the job it needs is done (no worker is held
+    waiting). After the first failure no new job starts (running ones finish) and every job
+    not yet started fails with it, so `result()` of any of them raises the first error."""
+
+    def __init__(self, pool: Any) -> None:
+        self.pool = pool
+        """Where a job runs unless `after` is told otherwise."""
+        self.failure: BaseException | None = None
+
+    def start(self, job: Callable[..., Any], *args: Any) -> Future:
+        return self._submit(self.pool, job, args, Future())
+
+    def after(self, needed: Future, job: Callable[[Any], Any], pool: Any = None) -> Future:
+        """`job(needed.result())`, on `pool` (default: `self.pool`)."""
+        result: Future = Future()
+        needed.add_done_callback(
+            lambda done: (
+                self._fail(result, done.exception())
+                if done.exception() is not None
+                else self._submit(pool or self.pool, job, (done.result(),), result)
+            )
+        )
+        return result
+
+    def _submit(self, pool: Any, job: Callable[..., Any], args: tuple, result: Future) -> Future:
+        if self.failure is not None:
+            return self._fail(result, self.failure)
+        try:
+            submitted = pool.submit(job, *args)
+        except Exception as exc:  # the job itself, run inline (jobs = 1)
+            return self._fail(result, exc)
+        submitted.add_done_callback(
+            lambda done: (
+                self._fail(result, done.exception())
+                if done.exception() is not None
+                else result.set_result(done.result())
+            )
+        )
+        return result
+
+    def _fail(self, result: Future, exc: BaseException) -> Future:
+        self.failure = self.failure or exc
+        result.set_exception(exc)
+        return result
 
 
 class _Recipe:
@@ -299,84 +347,102 @@ class _Recipe:
             why = (errors or lines or ["no output"])[-1]
             raise RecipeError(f"{run_dir}: training failed ({why}); see {log}")
 
-    def train_all(self) -> list[Variant]:
-        sft_vlm = self.train("sft-vlm", "sft_vlm", "sft_vlm", self.bases)
-        with ThreadPoolExecutor(self.config.jobs) if self.config.jobs > 1 else _Inline() as pool:
-            sft_job = pool.submit(self.train, "sft-vdm", "sft_vdm", "sft_vdm", sft_vlm)
-            cascade_job = pool.submit(
-                self.train,
-                "sft-vdm",
-                "sft_vdm",
-                "sft_vdm_text_only",
+    def train_and_evaluate(self) -> tuple[list[Variant], dict[str, list[list[EvalResult]]]]:
+        """Train every stage and evaluate every model on both test splits, each job started
+        as soon as what it needs exists: with `jobs` > 1 the evaluations of finished models
+        run beside the training still going on, so no core waits for the slowest chain."""
+        first = self.config.seeds[0]
+        parallel = self.config.jobs > 1
+        # Evaluations run in this process one at a time, beside the training subprocesses:
+        # loading a model (transformers' meta-device init) and the seeded RNG blocks of
+        # captioning are process-wide, so two at once in threads could mix them up.
+        with (
+            ThreadPoolExecutor(self.config.jobs) if parallel else _Inline() as pool,
+            ThreadPoolExecutor(1) if parallel else _Inline() as evaluations_pool,
+        ):
+            jobs = _Jobs(pool)
+            after = jobs.after
+            sft_vlm = jobs.start(self.train, "sft-vlm", "sft_vlm", "sft_vlm", self.bases)
+            sft = after(sft_vlm, lambda c: self.train("sft-vdm", "sft_vdm", "sft_vdm", c))
+            cascade = after(
                 sft_vlm,
-                ["num_reference_frames=0"],
+                lambda c: self.train(
+                    "sft-vdm", "sft_vdm", "sft_vdm_text_only", c, ["num_reference_frames=0"]
+                ),
             )
-            sft = sft_job.result()
-            chains = [pool.submit(self.rl_chain, seed, sft) for seed in self.config.seeds]
+            stage1 = {
+                seed: after(sft, self._rl("joint-grpo-1", seed)) for seed in self.config.seeds
+            }
+            stage2 = {s: after(stage1[s], self._rl("joint-grpo-2", s)) for s in self.config.seeds}
             # The paper's ablation: Stage 2 without r_c2 (the first seed), where static
             # videos can win r_v2 (watch video/frame_diff).
-            first = self.config.seeds[0]
-            no_rc2_job = pool.submit(
-                lambda: self.train(
+            no_rc2 = after(
+                stage1[first],
+                lambda c: self.train(
                     "joint-grpo-2",
                     "joint_grpo_stage2",
                     f"seed{first}/{ABLATION_RUN}",
-                    chains[0].result()[0],
+                    c,
                     [f"train.seed={first}", "grpo.reward_weights.r_c2=0"],
                     overrides_of="joint_grpo_stage2",
-                )
+                ),
             )
-            cascade = cascade_job.result()
-            stage1, stage2 = zip(*(c.result() for c in chains), strict=True)
-            no_rc2 = no_rc2_job.result()
-        return [
-            Variant("Cascade (SFT VLM + text-only VDM)", "cascade", [cascade]),
-            Variant("VANS (SFT)", "SFT", [sft]),
-            Variant("VANS (Stage 1 only)", "stage 1", list(stage1)),
-            Variant(JOINT_GRPO, "J-GRPO", list(stage2)),
-            Variant("VANS (Joint-GRPO, Stage 2 without r_c2)", "no r_c2", [no_rc2]),
-        ]
+            rows = [
+                ("Cascade (SFT VLM + text-only VDM)", "cascade", [cascade]),
+                ("VANS (SFT)", "SFT", [sft]),
+                ("VANS (Stage 1 only)", "stage 1", list(stage1.values())),
+                (JOINT_GRPO, "J-GRPO", list(stage2.values())),
+                ("VANS (Joint-GRPO, Stage 2 without r_c2)", "no r_c2", [no_rc2]),
+            ]
+            evaluations = {
+                split: [
+                    [
+                        after(
+                            model,
+                            lambda c, split=split, name=name: self.evaluate(c, split, name),
+                            evaluations_pool,
+                        )
+                        for model in models
+                    ]
+                    for name, _, models in rows
+                ]
+                for split in TEST_SPLITS
+            }
+            # Waited for inside `with`: a pool that is shutting down takes no new jobs.
+            tables = {
+                split: [[e.result() for e in row] for row in table]
+                for split, table in evaluations.items()
+            }
+            variants = [Variant(n, short, [m.result() for m in ms]) for n, short, ms in rows]
+        return variants, tables
 
-    def rl_chain(self, seed: int, sft: Path) -> tuple[Path, Path]:
-        """Joint-GRPO Stage 1 from the SFT model, then Stage 2 from it, for one seed."""
-        s1 = self.train(
-            "joint-grpo-1", "joint_grpo_stage1", f"seed{seed}/joint_grpo_stage1", sft,
-            [f"train.seed={seed}"],
-        )  # fmt: skip
-        s2 = self.train(
-            "joint-grpo-2", "joint_grpo_stage2", f"seed{seed}/joint_grpo_stage2", s1,
-            [f"train.seed={seed}"],
-        )  # fmt: skip
-        return s1, s2
+    def _rl(self, stage: str, seed: int) -> Callable[[Path], Path]:
+        """Joint-GRPO Stage 1 (from the SFT model) or Stage 2 (from Stage 1) of one seed."""
+        config_file = RL_STAGES[0] if stage == "joint-grpo-1" else RL_STAGES[1]
+        run = f"seed{seed}/{config_file}"
+        return lambda start: self.train(stage, config_file, run, start, [f"train.seed={seed}"])
 
-    def evaluate(self, variants: list[Variant], split: str) -> list[list[EvalResult]]:
-        """Every variant's results on one test split (one result per checkpoint)."""
+    def evaluate(self, checkpoint: Path, split: str, name: str) -> EvalResult:
+        """One model's results on one test split."""
         samples = load_manifest(self.manifest(split))
-        judge = load_embedder(self.embedder)
-        table = []
-        for variant in variants:
-            results = []
-            for checkpoint in variant.checkpoints:
-                folder = self.eval_dir(checkpoint, split)
-                pipeline = VANSPipeline.from_checkpoint(checkpoint)
-                pipeline.settings = evaluation_settings(pipeline.settings)
-                with self.step(f"eval/{split}/{folder.name}"):
-                    result = evaluate(
-                        samples,
-                        PipelinePredictor(pipeline, seed=0),
-                        folder,
-                        EvalSettings(source=str(checkpoint), embedder=str(self.embedder)),
-                        embedder=judge,
-                        name=variant.name,
-                    )
-                if result.num_failed:
-                    raise RecipeError(
-                        f"{result.num_failed} {split} samples failed for {checkpoint}; see "
-                        f"{folder / 'failures.jsonl'}"
-                    )
-                results.append(result)
-            table.append(results)
-        return table
+        folder = self.eval_dir(checkpoint, split)
+        pipeline = VANSPipeline.from_checkpoint(checkpoint)
+        pipeline.settings = evaluation_settings(pipeline.settings)
+        with self.step(f"eval/{split}/{folder.name}"):
+            result = evaluate(
+                samples,
+                PipelinePredictor(pipeline, seed=0),
+                folder,
+                EvalSettings(source=str(checkpoint), embedder=str(self.embedder)),
+                embedder=load_embedder(self.embedder),
+                name=name,
+            )
+        if result.num_failed:
+            raise RecipeError(
+                f"{result.num_failed} {split} samples failed for {checkpoint}; see "
+                f"{folder / 'failures.jsonl'}"
+            )
+        return result
 
     def figures(self) -> None:
         """Reward curves of the RL stages, one line per seed."""
@@ -472,8 +538,7 @@ def run_toyworld(
     recipe = _Recipe(config, console or Console())
     start = time.perf_counter()
     recipe.data()
-    variants = recipe.train_all()
-    tables = {split: recipe.evaluate(variants, split) for split in TEST_SPLITS}
+    variants, tables = recipe.train_and_evaluate()
     recipe.figures()
     recipe.strips(variants)
     text = results_text(tables, config, recipe.timings)
