@@ -122,8 +122,8 @@ class ToyRecipeConfig:
     depend on each other (the two SFT-VDM runs, the seeds' RL stages, the ablation, the
     evaluation of every finished model) run side by side, training as `vans train`
     subprocesses with `threads // jobs` torch threads and their logs in their run
-    directories, evaluations in this process; a stage's result does not depend on `jobs`
-    beyond float rounding of the thread count, and an evaluation's not at all."""
+    directories, evaluations in this process with as many threads; a stage's result does
+    not depend on `jobs` beyond float rounding of the thread count."""
     threads: int | None = None
     """torch threads of the whole recipe (None: torch's choice)."""
 
@@ -268,6 +268,8 @@ class _Recipe:
         self.steps = RecipeSteps(self.out, console)
         self.step = self.steps.step
         self.timings = self.steps.timings
+        self.job_threads = max(1, (config.threads or torch.get_num_threads()) // config.jobs)
+        """torch threads of each of the `jobs` at once (no core is asked for twice)."""
 
     def eval_dir(self, checkpoint: Path, split: str) -> Path:
         """out/eval/<split>/seed0-joint_grpo_stage1 for out/seed0/joint_grpo_stage1/final."""
@@ -329,8 +331,8 @@ class _Recipe:
         self, stage: str, config: Path, overrides: list[str], run_dir: Path
     ) -> None:
         """`vans train STAGE --resume` in a process of its own (one of `jobs` at once)."""
-        threads = max(1, (self.config.threads or torch.get_num_threads()) // self.config.jobs)
-        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+        threads = str(self.job_threads)
+        env = {**os.environ, "OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
         command = [sys.executable, "-m", "vans.cli.main", "train", *train_command(stage)]
         run_dir.mkdir(parents=True, exist_ok=True)
         log = run_dir / "train.log"
@@ -353,6 +355,8 @@ class _Recipe:
         run beside the training still going on, so no core waits for the slowest chain."""
         first = self.config.seeds[0]
         parallel = self.config.jobs > 1
+        threads = torch.get_num_threads()
+        torch.set_num_threads(self.job_threads)  # for the evaluations here (same results)
         # Evaluations run in this process one at a time, beside the training subprocesses:
         # loading a model (transformers' meta-device init) and the seeded RNG blocks of
         # captioning are process-wide, so two at once in threads could mix them up.
@@ -414,6 +418,7 @@ class _Recipe:
                 for split, table in evaluations.items()
             }
             variants = [Variant(n, short, [m.result() for m in ms]) for n, short, ms in rows]
+        torch.set_num_threads(threads)
         return variants, tables
 
     def _rl(self, stage: str, seed: int) -> Callable[[Path], Path]:
