@@ -145,6 +145,14 @@ def _handler(behaviour: Behaviour) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128
+    """A server's listen backlog (uvicorn, under vLLM: 2048). The default, 5, drops the
+    connections a 16-wide client opens at once, and each dropped one waits a second for
+    the kernel to resend it."""
+
+
 @contextlib.contextmanager
 def chat_server(
     behaviour: Behaviour | None = None, port: int = 0
@@ -152,8 +160,7 @@ def chat_server(
     """Serve on 127.0.0.1 (`port`, or a free one) in a thread; yields the base URL and the
     behaviour (with its request counts)."""
     behaviour = behaviour or Behaviour()
-    server = ThreadingHTTPServer(("127.0.0.1", port), _handler(behaviour))
-    server.daemon_threads = True
+    server = _Server(("127.0.0.1", port), _handler(behaviour))
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
