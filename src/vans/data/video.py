@@ -64,7 +64,7 @@ def _mp4_options() -> dict[str, str]:
     run to run, depending on what the process did before (in about one encode in ten after
     torch work, seen on AMD EPYC / Zen 4); turning off the macroblock tree or capping its
     assembly at AVX2 both make it repeatable, and the AVX2 output is the bytes AVX-512 gives
-    in most runs. docs/determinism.md has the measurement.
+    in most runs. docs/reliability.md ("Why AVX-512 is left out") has the measurement.
     """
     if not _cpu_has_avx512():
         return _MP4_OPTIONS
